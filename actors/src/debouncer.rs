@@ -1,0 +1,120 @@
+//! The debouncer: holds each touched path until it has been quiet for `debounce.quiet`, then
+//! releases it to the stability checker. Owns the timers; the per-path state lives in the shared
+//! [`Mailbox`], where a thousand events for one path are one entry. It does not look at files.
+//!
+//! A path that keeps changing is released anyway once it has waited `stability.max_wait`, so a
+//! file that never goes quiet still reaches the snapshot copier. Timers sit in one deadline heap
+//! with at most one entry per debouncing path, so a burst of 5,000 files costs the quiet window
+//! once, not once per file.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+
+use crate::mailbox::{Mailbox, Next, Release};
+use crate::messages::{Candidate, CheckStability, PathsTouched, Redebounce};
+use crate::stability::StabilityChecker;
+use crate::stats::ActorStats;
+
+#[derive(Clone, Debug)]
+pub struct DebounceSettings {
+    pub quiet: Duration,
+    /// Longest a path may keep changing before it is released anyway (`stability.max_wait`).
+    pub max_wait: Duration,
+    pub log_interval: Duration,
+}
+
+pub struct Debouncer {
+    settings: DebounceSettings,
+    mailbox: Arc<Mailbox>,
+    stability: Addr<StabilityChecker>,
+    timers: BinaryHeap<Reverse<(Instant, PathBuf)>>,
+    stats: Arc<ActorStats>,
+}
+
+impl Debouncer {
+    pub fn new(
+        settings: DebounceSettings,
+        mailbox: Arc<Mailbox>,
+        stability: Addr<StabilityChecker>,
+        stats: Arc<ActorStats>,
+    ) -> Self {
+        Debouncer {
+            settings,
+            mailbox,
+            stability,
+            timers: BinaryHeap::new(),
+            stats,
+        }
+    }
+
+    fn arm(&mut self, path: PathBuf, now: Instant) {
+        self.timers.push(Reverse((now + self.settings.quiet, path)));
+    }
+
+    /// Releases every path whose deadline passed; re-arms paths that got events since.
+    fn release_due(&mut self) {
+        let now = Instant::now();
+        let started = now;
+        let mut due = Vec::new();
+        while let Some(Reverse((at, _))) = self.timers.peek() {
+            if *at > now {
+                break;
+            }
+            let Reverse((_, path)) = self.timers.pop().expect("peeked");
+            match self.mailbox.try_release(&path, self.settings.quiet, self.settings.max_wait, now) {
+                Release::Stale => {}
+                Release::NotYet(at) => self.timers.push(Reverse((at, path))),
+                Release::Released { since } => due.push(Candidate { path, since }),
+            }
+        }
+        self.stats.set_queue_depth(self.timers.len());
+        if !due.is_empty() {
+            self.stats.sent(due.len());
+            self.stability.do_send(CheckStability(due));
+        }
+        self.stats.busy_since(started);
+    }
+}
+
+impl Actor for Debouncer {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // A tick a quarter of the quiet window keeps the overshoot small without spinning.
+        let tick = (self.settings.quiet / 4).clamp(Duration::from_millis(5), Duration::from_millis(100));
+        ctx.run_interval(tick, |act, _| act.release_due());
+        ctx.run_interval(self.settings.log_interval, |act, _| act.stats.log("metrics"));
+    }
+}
+
+impl Handler<PathsTouched> for Debouncer {
+    type Result = ();
+
+    fn handle(&mut self, msg: PathsTouched, _: &mut Self::Context) {
+        let now = Instant::now();
+        self.stats.received(msg.0.len());
+        for path in msg.0 {
+            if self.mailbox.touch(&path, now) == Next::Debounce {
+                self.arm(path, now);
+            }
+        }
+        self.stats.set_queue_depth(self.timers.len());
+    }
+}
+
+impl Handler<Redebounce> for Debouncer {
+    type Result = ();
+
+    fn handle(&mut self, msg: Redebounce, _: &mut Self::Context) {
+        let now = Instant::now();
+        self.stats.received(msg.0.len());
+        for path in msg.0 {
+            self.arm(path, now);
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! What the pipeline knows about a file on disk: its identifying metadata, its kind, and its
+//! SHA-256. Owns the blocking file-system helpers shared by the actors; it does not decide what
+//! to do with a file (the actors do).
+
+use std::fs::{File, Metadata};
+use std::io::{self, Read};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+/// Size of the reads used for hashing, copying and uploading.
+pub const CHUNK_SIZE: usize = 256 * 1024;
+
+/// A SHA-256 digest of a file's content.
+pub type ContentHash = [u8; 32];
+
+/// The metadata that changes whenever a file's content may have changed. Two equal values mean
+/// "same file, untouched", which is what the stability check and the ledger comparison rely on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FileMeta {
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+    pub inode: u64,
+}
+
+impl FileMeta {
+    pub fn from_metadata(m: &Metadata) -> Self {
+        FileMeta {
+            size: m.len(),
+            mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+            ctime_ns: m.ctime() * 1_000_000_000 + m.ctime_nsec(),
+            inode: m.ino(),
+        }
+    }
+}
+
+/// What a path currently is, without following symbolic links.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FileKind {
+    Regular(FileMeta),
+    Directory,
+    Symlink,
+    /// FIFOs, sockets and devices: never opened, because reading a FIFO blocks forever.
+    Special(&'static str),
+    Missing,
+}
+
+/// Looks at a path with `lstat`, so symbolic links are reported, never followed.
+pub fn probe(path: &Path) -> io::Result<FileKind> {
+    use std::os::unix::fs::FileTypeExt;
+    let m = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if is_gone(&e) => return Ok(FileKind::Missing),
+        Err(e) => return Err(e),
+    };
+    let t = m.file_type();
+    Ok(if t.is_file() {
+        FileKind::Regular(FileMeta::from_metadata(&m))
+    } else if t.is_dir() {
+        FileKind::Directory
+    } else if t.is_symlink() {
+        FileKind::Symlink
+    } else if t.is_fifo() {
+        FileKind::Special("FIFO")
+    } else if t.is_socket() {
+        FileKind::Special("socket")
+    } else if t.is_block_device() || t.is_char_device() {
+        FileKind::Special("device file")
+    } else {
+        FileKind::Special("special file")
+    })
+}
+
+/// "The path is not there any more", including a parent that became a file.
+pub fn is_gone(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory)
+}
+
+/// Opens a regular file for reading without following a symbolic link and without blocking on a
+/// FIFO that replaced the file since it was probed; anything but a regular file is refused.
+pub fn open_regular(path: &Path) -> io::Result<(File, FileMeta)> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    let m = file.metadata()?;
+    if !m.file_type().is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file any more",
+        ));
+    }
+    Ok((file, FileMeta::from_metadata(&m)))
+}
+
+/// Reads `reader` to the end, hashing every chunk and handing it to `sink`.
+pub fn hash_stream(
+    mut reader: impl Read,
+    mut sink: impl FnMut(&[u8]) -> io::Result<()>,
+) -> io::Result<(ContentHash, u64)> {
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; CHUNK_SIZE];
+    let mut total = 0u64;
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buf[..n]);
+        sink(&buf[..n])?;
+        total += n as u64;
+    }
+    Ok((hasher.finalize().into(), total))
+}
+
+/// Hashes a whole file (opened as [`open_regular`] does) and returns the metadata it had.
+pub fn hash_file(path: &Path) -> io::Result<(ContentHash, FileMeta)> {
+    let (file, meta) = open_regular(path)?;
+    let (hash, _) = hash_stream(file, |_| Ok(()))?;
+    Ok((hash, meta))
+}
+
+/// Lower-case hex, as stored in the ledger and printed in logs.
+pub fn to_hex(hash: &ContentHash) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(64);
+    for b in hash {
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 15) as usize] as char);
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_matches_known_vector() {
+        let (hash, n) = hash_stream(&b"abc"[..], |_| Ok(())).unwrap();
+        assert_eq!(n, 3);
+        assert_eq!(
+            to_hex(&hash),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn probe_reports_kinds_without_following_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        std::fs::write(&file, b"x").unwrap();
+        std::os::unix::fs::symlink(&file, dir.path().join("l")).unwrap();
+        assert!(matches!(probe(&file).unwrap(), FileKind::Regular(m) if m.size == 1));
+        assert_eq!(probe(&dir.path().join("l")).unwrap(), FileKind::Symlink);
+        assert_eq!(probe(dir.path()).unwrap(), FileKind::Directory);
+        assert_eq!(probe(&dir.path().join("nope")).unwrap(), FileKind::Missing);
+        assert!(open_regular(&dir.path().join("l")).is_err());
+    }
+}

@@ -1,0 +1,24 @@
+//! dropslot's upload pipeline as actix actors.
+//!
+//! This crate owns the pipeline: the messages between the actors ([`messages`]), one module per
+//! actor, the per-path mailbox that merges events ([`mailbox`]), and the two small traits the
+//! pipeline needs from outside: where files go ([`remote::Remote`]) and what was already sent
+//! ([`ledger::Ledger`]). It knows nothing of S3, Tahoe, SQLite, configuration files or the CLI:
+//! the `dropslot` crate implements the traits and wires the actors together.
+//!
+//! The flow, one actor per arrow's source:
+//! watcher → debouncer → stability checker → (snapshot copier) → upload slots → directory linker.
+
+pub mod debouncer;
+pub mod fileinfo;
+pub mod ledger;
+pub mod linker;
+pub mod mailbox;
+pub mod messages;
+pub mod remote;
+pub mod retry;
+pub mod snapshot;
+pub mod stability;
+pub mod stats;
+pub mod uploader;
+pub mod watcher;

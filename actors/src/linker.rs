@@ -1,0 +1,270 @@
+//! The directory linker: the one actor that makes changes visible on the remote. It publishes
+//! staged uploads and deletes removed files, in batches of what arrives together, and never has
+//! two requests in flight for the same remote directory (for Tahoe, concurrent writes to one
+//! mutable directory lose entries). Only after the remote confirms does it record the result in
+//! the ledger. It owns batching and per-directory ordering; it does not move file content.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+
+use crate::ledger::{Ledger, PublishedFile};
+use crate::mailbox::Tracker;
+use crate::messages::{Publish, Unpublish};
+use crate::remote::{PublishItem, Remote, RemoteError};
+use crate::retry::RetryPolicy;
+use crate::stats::ActorStats;
+
+#[derive(Clone, Debug)]
+pub struct LinkerSettings {
+    /// Most changes in one request to one directory.
+    pub batch_size: usize,
+    /// How long the first change of a batch waits for others to join it.
+    pub batch_delay: Duration,
+    pub retry: RetryPolicy,
+    pub log_interval: Duration,
+}
+
+enum Change {
+    Publish(Publish),
+    Delete(PathBuf),
+}
+
+struct Shared {
+    settings: LinkerSettings,
+    remote: Arc<dyn Remote>,
+    ledger: Arc<dyn Ledger>,
+    tracker: Tracker,
+    stats: Arc<ActorStats>,
+}
+
+pub struct Linker {
+    shared: Arc<Shared>,
+    /// Changes waiting, per remote directory, in arrival order.
+    pending: HashMap<PathBuf, VecDeque<Change>>,
+    /// Directories with a request in flight.
+    busy: HashSet<PathBuf>,
+    flush_armed: bool,
+}
+
+impl Linker {
+    pub fn new(
+        settings: LinkerSettings,
+        remote: Arc<dyn Remote>,
+        ledger: Arc<dyn Ledger>,
+        tracker: Tracker,
+        stats: Arc<ActorStats>,
+    ) -> Self {
+        Linker {
+            shared: Arc::new(Shared {
+                settings,
+                remote,
+                ledger,
+                tracker,
+                stats,
+            }),
+            pending: HashMap::new(),
+            busy: HashSet::new(),
+            flush_armed: false,
+        }
+    }
+
+    fn enqueue(&mut self, dir: PathBuf, change: Change, ctx: &mut Context<Self>) {
+        self.shared.stats.received(1);
+        let queue = self.pending.entry(dir.clone()).or_default();
+        queue.push_back(change);
+        if queue.len() >= self.shared.settings.batch_size {
+            self.flush_dir(dir, ctx);
+        } else if !self.flush_armed {
+            self.flush_armed = true;
+            ctx.run_later(self.shared.settings.batch_delay, |act, ctx| {
+                act.flush_armed = false;
+                let dirs: Vec<PathBuf> = act.pending.keys().cloned().collect();
+                for dir in dirs {
+                    act.flush_dir(dir, ctx);
+                }
+            });
+        }
+        self.update_depth();
+    }
+
+    fn update_depth(&self) {
+        let depth = self.pending.values().map(VecDeque::len).sum();
+        self.shared.stats.set_queue_depth(depth);
+    }
+
+    /// Sends the next batch for `dir` unless one is already in flight; when it completes, what
+    /// arrived meanwhile goes next.
+    fn flush_dir(&mut self, dir: PathBuf, ctx: &mut Context<Self>) {
+        if self.busy.contains(&dir) {
+            return;
+        }
+        let Some(queue) = self.pending.get_mut(&dir) else {
+            return;
+        };
+        let take = queue.len().min(self.shared.settings.batch_size);
+        let batch: Vec<Change> = queue.drain(..take).collect();
+        if queue.is_empty() {
+            self.pending.remove(&dir);
+        }
+        if batch.is_empty() {
+            return;
+        }
+        self.busy.insert(dir.clone());
+        self.update_depth();
+        let shared = self.shared.clone();
+        ctx.spawn(apply(shared, batch).into_actor(self).map(move |_, act, ctx| {
+            act.busy.remove(&dir);
+            act.flush_dir(dir, ctx);
+            act.update_depth();
+        }));
+    }
+}
+
+impl Actor for Linker {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(self.shared.settings.log_interval, |act, _| act.shared.stats.log("metrics"));
+    }
+}
+
+impl Handler<Publish> for Linker {
+    type Result = ();
+
+    fn handle(&mut self, msg: Publish, ctx: &mut Self::Context) {
+        let dir = self.shared.remote.directory_of(&msg.path);
+        self.enqueue(dir, Change::Publish(msg), ctx);
+    }
+}
+
+impl Handler<Unpublish> for Linker {
+    type Result = ();
+
+    fn handle(&mut self, msg: Unpublish, ctx: &mut Self::Context) {
+        let dir = self.shared.remote.directory_of(&msg.path);
+        self.enqueue(dir, Change::Delete(msg.path), ctx);
+    }
+}
+
+/// Applies a batch for one directory in order: consecutive publishes go in one request.
+async fn apply(shared: Arc<Shared>, batch: Vec<Change>) {
+    let started = Instant::now();
+    let mut run = Vec::new();
+    for change in batch {
+        match change {
+            Change::Publish(p) => run.push(p),
+            Change::Delete(path) => {
+                publish_run(&shared, std::mem::take(&mut run)).await;
+                delete(&shared, path).await;
+            }
+        }
+    }
+    publish_run(&shared, run).await;
+    shared.stats.busy_since(started);
+}
+
+async fn publish_run(shared: &Shared, run: Vec<Publish>) {
+    if run.is_empty() {
+        return;
+    }
+    let mut waiting: Vec<(Publish, u32)> = run.into_iter().map(|p| (p, 0)).collect();
+    let mut delays = shared.settings.retry.delays();
+    let mut published = Vec::new();
+    let mut failed: Vec<(PathBuf, String, u32)> = Vec::new();
+    while !waiting.is_empty() {
+        let items = waiting
+            .iter()
+            .map(|(p, _)| PublishItem {
+                path: p.path.clone(),
+                staged: p.staged.clone(),
+            })
+            .collect();
+        let results = shared.remote.publish(items).await;
+        let delay = delays.next();
+        let mut retry = Vec::new();
+        for ((p, attempts), result) in waiting.into_iter().zip(results) {
+            let attempts = attempts + 1;
+            match result {
+                Ok(remote_ref) => published.push(PublishedFile {
+                    path: p.path,
+                    meta: p.meta,
+                    sha256: p.sha256,
+                    remote_ref: remote_ref.0,
+                }),
+                Err(e) if e.is_transient() && delay.is_some() => {
+                    tracing::warn!(path = %p.path.display(), "publishing failed, retrying: {e}");
+                    retry.push((p, attempts));
+                }
+                Err(e) => {
+                    shared.remote.discard(p.staged).await;
+                    failed.push((p.path, e.to_string(), attempts));
+                }
+            }
+        }
+        waiting = retry;
+        if let (false, Some(delay)) = (waiting.is_empty(), delay) {
+            tokio::time::sleep(delay).await;
+        }
+    }
+    shared.stats.sent(published.len());
+    let ledger = shared.ledger.clone();
+    let paths: Vec<PathBuf> = published.iter().map(|f| f.path.clone()).collect();
+    for (path, error, _) in &failed {
+        shared.stats.error();
+        tracing::error!(path = %path.display(), "publishing failed: {error}");
+    }
+    let done: Vec<PathBuf> = paths
+        .into_iter()
+        .chain(failed.iter().map(|(path, ..)| path.clone()))
+        .collect();
+    let recorded = tokio::task::spawn_blocking(move || {
+        ledger.record_published(&published)?;
+        for (path, error, attempts) in &failed {
+            ledger.record_failure(path, error, *attempts)?;
+        }
+        Ok::<_, crate::ledger::LedgerError>(())
+    })
+    .await;
+    if let Ok(Err(e)) = recorded {
+        tracing::error!("{e}");
+    }
+    for path in done {
+        shared.tracker.complete(&path);
+    }
+}
+
+async fn delete(shared: &Shared, path: PathBuf) {
+    let mut delays = shared.settings.retry.delays();
+    let result: Result<(), RemoteError> = loop {
+        match shared.remote.delete(&path).await {
+            Err(e) if e.is_transient() => match delays.next() {
+                Some(delay) => tokio::time::sleep(delay).await,
+                None => break Err(e),
+            },
+            other => break other,
+        }
+    };
+    let ledger = shared.ledger.clone();
+    let recorded_path = path.clone();
+    let recorded = match result {
+        Ok(()) => {
+            tracing::info!(path = %path.display(), "deleted from the remote");
+            shared.stats.sent(1);
+            tokio::task::spawn_blocking(move || ledger.forget(&recorded_path)).await
+        }
+        Err(e) => {
+            shared.stats.error();
+            tracing::error!(path = %path.display(), "deleting from the remote failed: {e}");
+            let error = format!("delete failed: {e}");
+            tokio::task::spawn_blocking(move || ledger.record_failure(&recorded_path, &error, 1)).await
+        }
+    };
+    if let Ok(Err(e)) = recorded {
+        tracing::error!("{e}");
+    }
+    shared.tracker.complete(&path);
+}

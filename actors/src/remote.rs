@@ -1,0 +1,114 @@
+//! The one trait every remote kind implements. Owns the contract between the pipeline and a
+//! storage backend; it does not own retries (the slots and the linker retry) nor bookkeeping (the
+//! ledger does).
+//!
+//! An upload happens in two steps so that readers of the remote never see a partial file:
+//! [`Remote::stage`] moves the bytes somewhere invisible (a temporary name, an immutable object),
+//! and [`Remote::publish`] makes a batch of staged uploads visible under their names. The
+//! directory linker calls `publish` for one remote directory at a time.
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::Stream;
+
+/// A file's content as it is read from disk, chunk by chunk.
+pub type ContentStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
+
+/// An upload that holds the content but is not visible under its name yet. The token is the
+/// remote's own (a temporary file name, an upload id, a Tahoe cap).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Staged(pub String);
+
+/// What the remote calls a published file; kept in the ledger.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteRef(pub String);
+
+/// One staged upload to publish under `path` (relative to the drop folder).
+#[derive(Clone, Debug)]
+pub struct PublishItem {
+    pub path: PathBuf,
+    pub staged: Staged,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Worth retrying: timeouts, resets, server errors, a full or missing disk that may return.
+    Transient,
+    /// Retrying would fail the same way: the name is impossible, access is denied.
+    Permanent,
+}
+
+/// An error from a remote. Its message must never contain secrets.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct RemoteError {
+    pub class: ErrorClass,
+    pub message: String,
+}
+
+impl RemoteError {
+    pub fn transient(message: impl Into<String>) -> Self {
+        RemoteError {
+            class: ErrorClass::Transient,
+            message: message.into(),
+        }
+    }
+
+    pub fn permanent(message: impl Into<String>) -> Self {
+        RemoteError {
+            class: ErrorClass::Permanent,
+            message: message.into(),
+        }
+    }
+
+    pub fn is_transient(&self) -> bool {
+        self.class == ErrorClass::Transient
+    }
+}
+
+#[async_trait]
+pub trait Remote: Send + Sync + 'static {
+    /// Says where files go, for logs and `check`. No secrets.
+    fn describe(&self) -> String;
+
+    /// Verifies that the remote is reachable and writable.
+    async fn check(&self) -> Result<(), RemoteError>;
+
+    /// Removes what interrupted uploads left behind (called once at start-up).
+    async fn reconcile(&self) -> Result<(), RemoteError>;
+
+    /// Stores `content` (exactly `size` bytes) invisibly, ready to be published as `path`.
+    async fn stage(
+        &self,
+        path: &Path,
+        size: u64,
+        content: ContentStream,
+    ) -> Result<Staged, RemoteError>;
+
+    /// Makes staged uploads visible. All items share one remote directory ([`Remote::directory_of`]);
+    /// the result has one entry per item, in order.
+    async fn publish(&self, items: Vec<PublishItem>) -> Vec<Result<RemoteRef, RemoteError>>;
+
+    /// Forgets a staged upload that will not be published.
+    async fn discard(&self, staged: Staged);
+
+    /// Removes the published file `path`; a file that is not there is not an error.
+    async fn delete(&self, path: &Path) -> Result<(), RemoteError>;
+
+    /// The remote directory whose listing changes when `path` is published; the linker never
+    /// changes one directory from two requests at once.
+    fn directory_of(&self, path: &Path) -> PathBuf {
+        path.parent().map(Path::to_path_buf).unwrap_or_default()
+    }
+}
+
+impl fmt::Display for Staged {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}

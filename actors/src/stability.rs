@@ -1,0 +1,273 @@
+//! The stability checker: decides when a quiet file can be read. It re-stats each file after
+//! `stability.window` (size, mtime, ctime, inode); unchanged means stable and the file goes to
+//! the upload queue; a file still changing after `stability.max_wait` goes to the snapshot
+//! copier. It also recognises what must not be uploaded at all (gone, directories, symbolic
+//! links, FIFOs, sockets, devices) and files the ledger already has as published.
+//!
+//! Every `stat` and ledger lookup runs in a blocking task, batched per timer tick, so the actor
+//! thread never waits on the disk.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+
+use crate::fileinfo::{probe, FileKind, FileMeta};
+use crate::ledger::{Ledger, LedgerEntry};
+use crate::linker::Linker;
+use crate::mailbox::{Phase, Tracker};
+use crate::messages::{CheckStability, TakeSnapshot, Unpublish, UploadJob, UploadSource};
+use crate::snapshot::SnapshotCopier;
+use crate::stats::ActorStats;
+
+/// What to do on the remote when a published file disappears from the drop folder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeletePolicy {
+    Keep,
+    Delete,
+}
+
+#[derive(Clone, Debug)]
+pub struct StabilitySettings {
+    pub root: PathBuf,
+    pub window: Duration,
+    pub max_wait: Duration,
+    pub on_delete: DeletePolicy,
+    pub log_interval: Duration,
+}
+
+/// A file under observation.
+#[derive(Debug)]
+struct Watched {
+    path: PathBuf,
+    since: Instant,
+    /// The metadata at the previous look; `None` before the first.
+    last: Option<FileMeta>,
+    /// The ledger knows this path (read at the first look).
+    in_ledger: bool,
+}
+
+pub struct StabilityChecker {
+    settings: StabilitySettings,
+    tracker: Tracker,
+    ledger: Arc<dyn Ledger>,
+    upload_queue: async_channel::Sender<UploadJob>,
+    snapshot: Addr<SnapshotCopier>,
+    linker: Addr<Linker>,
+    waiting: BinaryHeap<Reverse<(Instant, u64)>>,
+    /// Files whose window is running, keyed by a sequence number so the heap needs no `Ord` on
+    /// metadata.
+    watched: std::collections::HashMap<u64, Watched>,
+    next_id: u64,
+    stats: Arc<ActorStats>,
+}
+
+/// What one look at a file found.
+struct Look {
+    watched: Watched,
+    kind: io::Result<FileKind>,
+    entry: Option<LedgerEntry>,
+}
+
+impl StabilityChecker {
+    pub fn new(
+        settings: StabilitySettings,
+        tracker: Tracker,
+        ledger: Arc<dyn Ledger>,
+        upload_queue: async_channel::Sender<UploadJob>,
+        snapshot: Addr<SnapshotCopier>,
+        linker: Addr<Linker>,
+        stats: Arc<ActorStats>,
+    ) -> Self {
+        StabilityChecker {
+            settings,
+            tracker,
+            ledger,
+            upload_queue,
+            snapshot,
+            linker,
+            waiting: BinaryHeap::new(),
+            watched: Default::default(),
+            next_id: 0,
+            stats,
+        }
+    }
+
+    /// Stats a batch of files (and, on a first look, reads their ledger entries) off the actor
+    /// thread, then routes each one.
+    fn look(&mut self, batch: Vec<Watched>, ctx: &mut Context<Self>) {
+        let root = self.settings.root.clone();
+        let ledger = self.ledger.clone();
+        let stats = self.stats.clone();
+        let work = tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            let looks: Vec<Look> = batch
+                .into_iter()
+                .map(|watched| {
+                    let kind = probe(&root.join(&watched.path));
+                    let entry = match watched.last {
+                        Some(_) => None,
+                        None => ledger.lookup(&watched.path).unwrap_or_else(|e| {
+                            tracing::warn!(path = %watched.path.display(), "ledger lookup failed: {e}");
+                            None
+                        }),
+                    };
+                    Look { watched, kind, entry }
+                })
+                .collect();
+            stats.busy_since(started);
+            looks
+        });
+        ctx.spawn(work.into_actor(self).map(|looks, act, _| match looks {
+            Ok(looks) => looks.into_iter().for_each(|look| act.route(look)),
+            Err(e) => tracing::error!("stability check task failed: {e}"),
+        }));
+    }
+
+    fn route(&mut self, look: Look) {
+        let Look {
+            mut watched,
+            kind,
+            entry,
+        } = look;
+        let path = &watched.path;
+        match kind {
+            Err(e) => {
+                self.stats.error();
+                tracing::warn!(path = %path.display(), "cannot look at file, skipping it: {e}");
+                self.tracker.complete(path);
+            }
+            Ok(FileKind::Missing) => {
+                if (watched.in_ledger || entry.is_some())
+                    && self.settings.on_delete == DeletePolicy::Delete
+                    && self
+                        .tracker
+                        .mailbox
+                        .advance(path, Phase::Checking, Phase::Linking)
+                {
+                    self.stats.sent(1);
+                    self.linker.do_send(Unpublish { path: path.clone() });
+                } else {
+                    self.tracker.complete(path);
+                }
+            }
+            Ok(FileKind::Directory) => self.tracker.complete(path), // the watcher walks directories
+            Ok(FileKind::Symlink) => {
+                tracing::info!(path = %path.display(), "skipping symbolic link (links are not followed)");
+                self.tracker.complete(path);
+            }
+            Ok(FileKind::Special(what)) => {
+                tracing::warn!(path = %path.display(), "skipping {what}: only regular files are uploaded");
+                self.tracker.complete(path);
+            }
+            Ok(FileKind::Regular(meta)) => {
+                if entry.as_ref().is_some_and(|e| e.is_published_as(&meta)) {
+                    self.tracker.complete(path); // already published exactly like this
+                    return;
+                }
+                match watched.last {
+                    Some(prev) if prev == meta => self.queue_upload(watched.path, meta),
+                    Some(_) if watched.since.elapsed() >= self.settings.max_wait => {
+                        if self
+                            .tracker
+                            .mailbox
+                            .advance(path, Phase::Checking, Phase::Snapshotting)
+                        {
+                            tracing::info!(path = %path.display(), "file keeps changing; taking a snapshot");
+                            self.stats.sent(1);
+                            self.snapshot.do_send(TakeSnapshot {
+                                path: watched.path,
+                                attempt: 0,
+                            });
+                        }
+                    }
+                    _ => {
+                        watched.in_ledger |= entry.is_some();
+                        watched.last = Some(meta);
+                        self.wait_window(watched);
+                    }
+                }
+            }
+        }
+    }
+
+    fn wait_window(&mut self, watched: Watched) {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.waiting
+            .push(Reverse((Instant::now() + self.settings.window, id)));
+        self.watched.insert(id, watched);
+        self.stats.set_queue_depth(self.watched.len());
+    }
+
+    fn queue_upload(&mut self, path: PathBuf, meta: FileMeta) {
+        let Some(version) =
+            self.tracker
+                .mailbox
+                .queue_for_upload(&path, Phase::Checking, false)
+        else {
+            return;
+        };
+        self.stats.sent(1);
+        let job = UploadJob {
+            path,
+            version,
+            meta,
+            source: UploadSource::Original,
+        };
+        if self.upload_queue.try_send(job).is_err() {
+            tracing::debug!("upload queue closed; shutting down");
+        }
+    }
+
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        let now = Instant::now();
+        let mut due = Vec::new();
+        while let Some(Reverse((at, id))) = self.waiting.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.waiting.pop();
+            if let Some(w) = self.watched.remove(&id) {
+                due.push(w);
+            }
+        }
+        self.stats.set_queue_depth(self.watched.len());
+        if !due.is_empty() {
+            self.look(due, ctx);
+        }
+    }
+}
+
+impl Actor for StabilityChecker {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let tick = (self.settings.window / 4).clamp(Duration::from_millis(5), Duration::from_millis(100));
+        ctx.run_interval(tick, |act, ctx| act.tick(ctx));
+        ctx.run_interval(self.settings.log_interval, |act, _| act.stats.log("metrics"));
+    }
+}
+
+impl Handler<CheckStability> for StabilityChecker {
+    type Result = ();
+
+    fn handle(&mut self, msg: CheckStability, ctx: &mut Self::Context) {
+        self.stats.received(msg.0.len());
+        let batch = msg
+            .0
+            .into_iter()
+            .map(|c| Watched {
+                path: c.path,
+                since: c.since,
+                last: None,
+                in_ledger: false,
+            })
+            .collect();
+        self.look(batch, ctx);
+    }
+}

@@ -1,0 +1,343 @@
+//! An upload slot. `upload.slots` of them take jobs from one shared queue, so a slow or large
+//! file holds up only its own slot. Each job streams the file once, hashing as it goes, into
+//! [`Remote::stage`]; then it checks the source did not change during the read (if it did, the
+//! staged copy is discarded and the path goes back to the debouncer) and hands the staged upload
+//! to the directory linker. Owns retries of transient remote errors; it does not make anything
+//! visible on the remote (the linker does).
+//!
+//! File reads and hashing run in blocking tasks; the actor thread only moves chunks along. At
+//! most [`READ_AHEAD`] chunks per slot are in memory, whatever the file size.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::prelude::*;
+use bytes::Bytes;
+
+use crate::fileinfo::{hash_file, hash_stream, is_gone, open_regular, ContentHash, FileMeta};
+use crate::ledger::{EntryStatus, Ledger};
+use crate::linker::Linker;
+use crate::mailbox::Tracker;
+use crate::messages::{Publish, UploadJob, UploadSource};
+use crate::remote::{ContentStream, Remote, RemoteError, Staged};
+use crate::retry::RetryPolicy;
+use crate::snapshot::SnapshotArea;
+use crate::stats::ActorStats;
+
+/// Chunks read ahead of the remote, per slot.
+pub const READ_AHEAD: usize = 4;
+
+#[derive(Clone, Debug)]
+pub struct SlotSettings {
+    pub root: PathBuf,
+    pub retry: RetryPolicy,
+    pub log_interval: std::time::Duration,
+}
+
+/// What every slot shares.
+pub struct SlotDeps {
+    pub remote: Arc<dyn Remote>,
+    pub ledger: Arc<dyn Ledger>,
+    pub tracker: Tracker,
+    pub linker: Addr<Linker>,
+    pub snapshots: Arc<SnapshotArea>,
+}
+
+pub struct UploadSlot {
+    settings: Arc<SlotSettings>,
+    deps: Arc<SlotDeps>,
+    // Boxed because the receiver is not `Unpin` and actors must be.
+    queue: Box<async_channel::Receiver<UploadJob>>,
+    stats: Arc<ActorStats>,
+}
+
+impl UploadSlot {
+    pub fn new(
+        settings: SlotSettings,
+        deps: Arc<SlotDeps>,
+        queue: async_channel::Receiver<UploadJob>,
+        stats: Arc<ActorStats>,
+    ) -> Self {
+        UploadSlot {
+            settings: Arc::new(settings),
+            deps,
+            queue: Box::new(queue),
+            stats,
+        }
+    }
+}
+
+impl Actor for UploadSlot {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.add_stream(Box::pin((*self.queue).clone()));
+        ctx.run_interval(self.settings.log_interval, |act, _| {
+            act.stats.set_queue_depth(act.queue.len());
+            act.stats.log("metrics")
+        });
+    }
+}
+
+impl StreamHandler<UploadJob> for UploadSlot {
+    fn handle(&mut self, job: UploadJob, ctx: &mut Self::Context) {
+        self.stats.received(1);
+        let job_run = run_job(
+            self.settings.clone(),
+            self.deps.clone(),
+            self.stats.clone(),
+            job,
+        );
+        // `wait` keeps this slot from taking the next job until this one is done.
+        ctx.wait(job_run.into_actor(self));
+    }
+
+    fn finished(&mut self, _: &mut Self::Context) {
+        // The queue closed: the pipeline is shutting down. Staying alive keeps the metrics timer.
+    }
+}
+
+/// How a job ended.
+enum Outcome {
+    /// Staged and handed to the linker, which completes the path.
+    Handed,
+    /// Same content as already published.
+    Unchanged,
+    /// The source changed during the read: debounce again.
+    SourceChanged,
+    /// The source is gone; its removal event takes it from here.
+    Vanished,
+    Failed { error: String, attempts: u32 },
+}
+
+/// How one attempt ended, when it did not fail.
+enum Attempt {
+    Staged { staged: Staged, sha256: ContentHash },
+    SourceChanged,
+    Vanished,
+}
+
+enum AttemptError {
+    /// Reading the local file failed: retrying will not help.
+    Source(io::Error),
+    Remote(RemoteError),
+}
+
+async fn run_job(settings: Arc<SlotSettings>, deps: Arc<SlotDeps>, stats: Arc<ActorStats>, job: UploadJob) {
+    let started = Instant::now();
+    let path = job.path.clone();
+    if deps.tracker.mailbox.start_upload(&path, job.version) {
+        let outcome = upload(&settings, &deps, &stats, &job).await;
+        match outcome {
+            Outcome::Handed => stats.sent(1),
+            Outcome::Unchanged | Outcome::Vanished => deps.tracker.complete(&path),
+            Outcome::SourceChanged => {
+                tracing::info!(path = %path.display(), "file changed while it was read; the upload is discarded and will be redone");
+                deps.tracker.restart(&path);
+            }
+            Outcome::Failed { error, attempts } => {
+                stats.error();
+                tracing::error!(path = %path.display(), attempts, "upload failed: {error}");
+                let (ledger, failed) = (deps.ledger.clone(), path.clone());
+                let recorded =
+                    tokio::task::spawn_blocking(move || ledger.record_failure(&failed, &error, attempts)).await;
+                if let Ok(Err(e)) = recorded {
+                    tracing::error!("{e}");
+                }
+                deps.tracker.complete(&path);
+            }
+        }
+    }
+    if let UploadSource::Snapshot { file, .. } = &job.source {
+        deps.snapshots.release(file, job.meta.size);
+    }
+    stats.busy_since(started);
+}
+
+async fn upload(settings: &SlotSettings, deps: &SlotDeps, stats: &ActorStats, job: &UploadJob) -> Outcome {
+    let content_path = match &job.source {
+        UploadSource::Original => settings.root.join(&job.path),
+        UploadSource::Snapshot { file, .. } => file.clone(),
+    };
+    match already_published(deps, job, &content_path).await {
+        Ok(true) => return Outcome::Unchanged,
+        Ok(false) => {}
+        Err(outcome) => return outcome,
+    }
+    let ledger = deps.ledger.clone();
+    let (path, meta) = (job.path.clone(), job.meta);
+    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || ledger.record_intent(&path, &meta)).await {
+        tracing::error!("{e}");
+    }
+
+    let mut delays = settings.retry.delays();
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let expected = matches!(job.source, UploadSource::Original).then_some(job.meta);
+        match upload_once(deps, stats, &job.path, &content_path, expected).await {
+            Ok(Attempt::Staged { staged, sha256 }) => {
+                let publish = Publish {
+                    path: job.path.clone(),
+                    staged: staged.clone(),
+                    meta: job.meta,
+                    sha256,
+                };
+                if deps.linker.send(publish).await.is_err() {
+                    deps.remote.discard(staged).await; // the linker stopped: shutting down
+                }
+                return Outcome::Handed;
+            }
+            Ok(Attempt::SourceChanged) => return Outcome::SourceChanged,
+            Ok(Attempt::Vanished) => return Outcome::Vanished,
+            Err(AttemptError::Source(e)) => {
+                return Outcome::Failed {
+                    error: format!("cannot read the file: {e}"),
+                    attempts,
+                }
+            }
+            Err(AttemptError::Remote(e)) if e.is_transient() => match delays.next() {
+                Some(delay) => {
+                    stats.error();
+                    tracing::warn!(path = %job.path.display(), attempt = attempts, "upload failed, retrying in {delay:?}: {e}");
+                    tokio::time::sleep(delay).await;
+                }
+                None => {
+                    return Outcome::Failed {
+                        error: e.to_string(),
+                        attempts,
+                    }
+                }
+            },
+            Err(AttemptError::Remote(e)) => {
+                return Outcome::Failed {
+                    error: e.to_string(),
+                    attempts,
+                }
+            }
+        }
+    }
+}
+
+/// True if the ledger says exactly this content is already published under this path. Only a
+/// file of the same size as the published one can be the same, so only those are hashed first.
+async fn already_published(deps: &SlotDeps, job: &UploadJob, content_path: &Path) -> Result<bool, Outcome> {
+    let ledger = deps.ledger.clone();
+    let path = job.path.clone();
+    let content_path = content_path.to_path_buf();
+    let (meta, source_hash) = match &job.source {
+        UploadSource::Snapshot { sha256, .. } => (job.meta, Some(*sha256)),
+        UploadSource::Original => (job.meta, None),
+    };
+    let checked = tokio::task::spawn_blocking(move || -> Result<bool, Outcome> {
+        let Ok(Some(entry)) = ledger.lookup(&path) else {
+            return Ok(false);
+        };
+        if entry.status != EntryStatus::Published || entry.meta.size != meta.size || entry.sha256.is_none() {
+            return Ok(false);
+        }
+        let hash = match source_hash {
+            Some(hash) => hash,
+            None => match hash_file(&content_path) {
+                Ok((hash, now)) if now == meta => hash,
+                Ok(_) => return Err(Outcome::SourceChanged),
+                Err(e) if is_gone(&e) => return Err(Outcome::Vanished),
+                Err(_) => return Ok(false), // the upload attempt reports read errors
+            },
+        };
+        if entry.sha256 != Some(hash) {
+            return Ok(false);
+        }
+        if let Err(e) = ledger.record_unchanged(&path, &meta) {
+            tracing::error!("{e}");
+        }
+        Ok(true)
+    })
+    .await;
+    checked.unwrap_or(Ok(false))
+}
+
+/// Streams the file once into the remote. `expected` is the metadata the source must keep
+/// throughout (none for a snapshot, which nothing else writes).
+async fn upload_once(
+    deps: &SlotDeps,
+    stats: &ActorStats,
+    path: &Path,
+    content_path: &Path,
+    expected: Option<FileMeta>,
+) -> Result<Attempt, AttemptError> {
+    let opening = content_path.to_path_buf();
+    let opened = tokio::task::spawn_blocking(move || open_regular(&opening))
+        .await
+        .map_err(|e| AttemptError::Source(io::Error::other(e)))?;
+    let (file, at_open) = match opened {
+        Ok(opened) => opened,
+        Err(e) if is_gone(&e) => return Ok(Attempt::Vanished),
+        // Replaced by a symbolic link or by something that is not a regular file.
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) || e.kind() == io::ErrorKind::InvalidInput => {
+            return Ok(Attempt::SourceChanged)
+        }
+        Err(e) => return Err(AttemptError::Source(e)),
+    };
+    let expected = expected.unwrap_or(at_open);
+    if at_open != expected {
+        return Ok(Attempt::SourceChanged);
+    }
+
+    let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(READ_AHEAD);
+    let reader = tokio::task::spawn_blocking(move || {
+        let read = hash_stream(&file, |chunk| {
+            tx.blocking_send(Ok(Bytes::copy_from_slice(chunk)))
+                .map_err(|_| io::Error::other("the remote stopped reading"))
+        });
+        if let Err(e) = &read {
+            let _ = tx.blocking_send(Err(io::Error::new(e.kind(), e.to_string())));
+        }
+        (read, file)
+    });
+    let content: ContentStream = Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (chunk, rx))
+    }));
+    let staged = deps.remote.stage(path, expected.size, content).await;
+    let (read, file) = reader
+        .await
+        .map_err(|e| AttemptError::Source(io::Error::other(e)))?;
+
+    let staged = match (staged, read) {
+        (Ok(staged), Ok((sha256, total))) => {
+            stats.bytes.fetch_add(total, Ordering::Relaxed);
+            (staged, sha256, total)
+        }
+        (Ok(staged), Err(e)) => {
+            deps.remote.discard(staged).await;
+            return Err(AttemptError::Source(e));
+        }
+        (Err(e), Ok(_)) => return Err(AttemptError::Remote(e)),
+        (Err(remote), Err(read)) => {
+            return Err(if remote.is_transient() && read.kind() == io::ErrorKind::Other {
+                AttemptError::Remote(remote) // the reader only stopped because the remote did
+            } else {
+                AttemptError::Source(read)
+            })
+        }
+    };
+    let (staged, sha256, total) = staged;
+
+    let checking = content_path.to_path_buf();
+    let unchanged = tokio::task::spawn_blocking(move || {
+        let fd = file.metadata().map(|m| FileMeta::from_metadata(&m));
+        let at_path = std::fs::symlink_metadata(&checking).map(|m| FileMeta::from_metadata(&m));
+        matches!((fd, at_path), (Ok(a), Ok(b)) if a == expected && b == expected)
+    })
+    .await
+    .unwrap_or(false);
+    if !unchanged || total != expected.size {
+        deps.remote.discard(staged).await;
+        return Ok(Attempt::SourceChanged);
+    }
+    stats.files.fetch_add(1, Ordering::Relaxed);
+    Ok(Attempt::Staged { staged, sha256 })
+}

@@ -1,0 +1,511 @@
+//! The watcher: turns the drop folder into a stream of "this path may have changed". Owns the
+//! inotify watches (one per directory, so ignored directories are never watched), the start-up
+//! scan, rescans (after an event-queue overflow and every `watch.rescan_interval`) and the walk of
+//! every new directory. It does not look at file contents or decide what to upload.
+//!
+//! Order matters: a directory's watch is installed before the directory is listed, so a file
+//! created between the two is reported by one or the other. Scans compare each file with the
+//! ledger and report only what differs, plus ledger entries whose file is gone.
+//!
+//! Everything reaches the actor through one bounded channel (inotify callback and scans alike),
+//! and the actor waits for the debouncer to take each batch: a flood of events backs up into the
+//! kernel queue, whose overflow triggers a rescan, instead of into memory.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use futures_util::StreamExt;
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
+use notify::{RecursiveMode, Watcher as _};
+
+use crate::debouncer::Debouncer;
+use crate::fileinfo::FileMeta;
+use crate::ledger::Ledger;
+use crate::messages::{PathsTouched, Rescan, StopWatching};
+use crate::stats::ActorStats;
+
+/// Paths reported to the debouncer per message.
+const BATCH: usize = 512;
+
+/// Which paths are never watched, scanned or uploaded.
+#[derive(Clone, Debug)]
+pub struct IgnoreRules {
+    globs: GlobSet,
+    /// Directories inside the drop folder that belong to dropslot itself (state, local remote).
+    excluded: Vec<PathBuf>,
+}
+
+impl IgnoreRules {
+    /// `patterns` use glob syntax and match the path relative to the drop folder or the bare file
+    /// name, so `*.tmp` and `.git` both work at any depth.
+    pub fn new(patterns: &[String], excluded: Vec<PathBuf>) -> Result<Self, globset::Error> {
+        let mut builder = GlobSetBuilder::new();
+        for p in patterns {
+            builder.add(Glob::new(p)?);
+        }
+        Ok(IgnoreRules {
+            globs: builder.build()?,
+            excluded,
+        })
+    }
+
+    pub fn is_ignored(&self, rel: &Path) -> bool {
+        self.excluded.iter().any(|e| rel.starts_with(e))
+            || self.globs.is_match(rel)
+            || rel.file_name().is_some_and(|n| self.globs.is_match(n))
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct WatchSettings {
+    pub root: PathBuf,
+    pub ignore: IgnoreRules,
+    /// `None` disables periodic rescans.
+    pub rescan_interval: Option<Duration>,
+    pub log_interval: Duration,
+}
+
+/// What the rest of the daemon may know about scans: whether one is under way (so "idle" can be
+/// decided) and whether the drop folder exists.
+#[derive(Debug)]
+pub struct ScanProgress {
+    running: AtomicUsize,
+    root_missing: AtomicBool,
+}
+
+impl ScanProgress {
+    pub fn is_scanning(&self) -> bool {
+        self.running.load(Ordering::SeqCst) > 0
+    }
+
+    pub fn root_missing(&self) -> bool {
+        self.root_missing.load(Ordering::SeqCst)
+    }
+}
+
+enum WatchInput {
+    Event(notify::Result<notify::Event>),
+    Found(Vec<PathBuf>),
+    ScanDone { full: bool, root_found: bool },
+}
+
+type SharedNotify = Arc<Mutex<notify::RecommendedWatcher>>;
+
+pub struct Watcher {
+    settings: Arc<WatchSettings>,
+    ledger: Arc<dyn Ledger>,
+    debouncer: Addr<Debouncer>,
+    notify: Option<SharedNotify>,
+    tx: tokio::sync::mpsc::Sender<WatchInput>,
+    rx: Option<tokio::sync::mpsc::Receiver<WatchInput>>,
+    progress: Arc<ScanProgress>,
+    full_scan_running: bool,
+    full_scan_again: bool,
+    root_present: bool,
+    stopped: bool,
+    stats: Arc<ActorStats>,
+}
+
+impl Watcher {
+    pub fn new(
+        settings: WatchSettings,
+        ledger: Arc<dyn Ledger>,
+        debouncer: Addr<Debouncer>,
+        stats: Arc<ActorStats>,
+    ) -> Result<Self, notify::Error> {
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        let events = tx.clone();
+        let notify = notify::recommended_watcher(move |event| {
+            // Blocking here is the backpressure: the kernel queues (and at worst overflows,
+            // which we answer with a rescan) rather than memory growing.
+            let _ = events.blocking_send(WatchInput::Event(event));
+        })?;
+        Ok(Watcher {
+            settings: Arc::new(settings),
+            ledger,
+            debouncer,
+            notify: Some(Arc::new(Mutex::new(notify))),
+            tx,
+            rx: Some(rx),
+            // The initial scan counts from construction, so nobody sees "idle" before it starts.
+            progress: Arc::new(ScanProgress {
+                running: AtomicUsize::new(1),
+                root_missing: AtomicBool::new(false),
+            }),
+            full_scan_running: false,
+            full_scan_again: false,
+            root_present: false,
+            stopped: false,
+            stats,
+        })
+    }
+
+    pub fn progress(&self) -> Arc<ScanProgress> {
+        self.progress.clone()
+    }
+
+    fn start_full_scan(&mut self, counted: bool) {
+        if self.stopped {
+            if counted {
+                self.progress.running.fetch_sub(1, Ordering::SeqCst);
+            }
+            return;
+        }
+        if self.full_scan_running {
+            self.full_scan_again = true;
+            if counted {
+                self.progress.running.fetch_sub(1, Ordering::SeqCst);
+            }
+            return;
+        }
+        if !counted {
+            self.progress.running.fetch_add(1, Ordering::SeqCst);
+        }
+        self.full_scan_running = true;
+        self.spawn_scan(PathBuf::new(), true);
+    }
+
+    fn start_walk(&mut self, rel: PathBuf) {
+        self.progress.running.fetch_add(1, Ordering::SeqCst);
+        self.spawn_scan(rel, false);
+    }
+
+    fn spawn_scan(&self, start: PathBuf, full: bool) {
+        let scan = Scan {
+            settings: self.settings.clone(),
+            ledger: self.ledger.clone(),
+            notify: self.notify.clone(),
+            tx: self.tx.clone(),
+            stats: self.stats.clone(),
+        };
+        tokio::task::spawn_blocking(move || {
+            let root_found = scan.run(&start, full);
+            let _ = scan.tx.blocking_send(WatchInput::ScanDone { full, root_found });
+        });
+    }
+
+    fn handle_inputs(&mut self, inputs: Vec<WatchInput>, ctx: &mut Context<Self>) {
+        let started = Instant::now();
+        let mut touched = Vec::new();
+        let mut scans_done = 0;
+        let mut rescan = false;
+        for input in inputs {
+            match input {
+                WatchInput::Event(Ok(event)) => {
+                    self.stats.received(1);
+                    rescan |= event.need_rescan();
+                    self.route_event(event, &mut touched);
+                }
+                WatchInput::Event(Err(e)) => {
+                    self.stats.error();
+                    report_watch_error(&e, &self.settings.root);
+                    rescan |= matches!(e.kind, notify::ErrorKind::MaxFilesWatch);
+                }
+                WatchInput::Found(paths) => touched.extend(paths),
+                WatchInput::ScanDone { full, root_found } => {
+                    scans_done += 1;
+                    if full {
+                        self.full_scan_running = false;
+                        self.root_present = root_found;
+                        self.progress.root_missing.store(!root_found, Ordering::SeqCst);
+                        if std::mem::take(&mut self.full_scan_again) {
+                            rescan = true;
+                        }
+                    }
+                }
+            }
+        }
+        if rescan {
+            tracing::warn!(root = %self.settings.root.display(), "events may have been lost (queue overflow); rescanning the drop folder");
+            self.start_full_scan(false);
+        }
+        self.stats.busy_since(started);
+        if self.stopped {
+            touched.clear();
+        }
+        let progress = self.progress.clone();
+        let finish_scans = move || {
+            // Only once their last paths are with the debouncer do scans count as done.
+            progress.running.fetch_sub(scans_done, Ordering::SeqCst);
+        };
+        if touched.is_empty() {
+            finish_scans();
+            return;
+        }
+        self.stats.sent(touched.len());
+        let send = self.debouncer.send(PathsTouched(touched));
+        ctx.wait(send.into_actor(self).map(move |_, _, _| finish_scans()));
+    }
+
+    fn route_event(&mut self, event: notify::Event, touched: &mut Vec<PathBuf>) {
+        if !is_relevant(&event.kind) {
+            return;
+        }
+        let may_be_new_dir = matches!(
+            event.kind,
+            EventKind::Create(_) | EventKind::Modify(ModifyKind::Name(_)) | EventKind::Any
+        );
+        for path in event.paths {
+            if path == self.settings.root {
+                if matches!(event.kind, EventKind::Remove(_)) || !self.settings.root.is_dir() {
+                    tracing::warn!(root = %path.display(), "the drop folder disappeared; waiting for it to come back");
+                    self.root_present = false;
+                    self.progress.root_missing.store(true, Ordering::SeqCst);
+                }
+                continue;
+            }
+            let Ok(rel) = path.strip_prefix(&self.settings.root) else {
+                continue;
+            };
+            if self.settings.ignore.is_ignored(rel) {
+                continue;
+            }
+            if may_be_new_dir {
+                // The walk reports the path itself if it turns out not to be a directory.
+                self.start_walk(rel.to_path_buf());
+            } else {
+                touched.push(rel.to_path_buf());
+            }
+        }
+    }
+}
+
+/// Events that can mean new content. inotify also reports opens and reads (ours included);
+/// acting on those would make every upload trigger another look at the file.
+fn is_relevant(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        _ => true,
+    }
+}
+
+fn report_watch_error(e: &notify::Error, root: &Path) {
+    match e.kind {
+        notify::ErrorKind::MaxFilesWatch => tracing::error!(
+            root = %root.display(),
+            "out of inotify watches: raise the kernel limit fs.inotify.max_user_watches (for example `sysctl fs.inotify.max_user_watches=524288`); until then, changes in unwatched directories are found only by rescans"
+        ),
+        _ => tracing::warn!(paths = ?e.paths, "watch error: {e}"),
+    }
+}
+
+/// One walk of (part of) the tree, run in a blocking task.
+struct Scan {
+    settings: Arc<WatchSettings>,
+    ledger: Arc<dyn Ledger>,
+    notify: Option<SharedNotify>,
+    tx: tokio::sync::mpsc::Sender<WatchInput>,
+    stats: Arc<ActorStats>,
+}
+
+impl Scan {
+    /// Walks from `start` (relative; empty for the whole tree). Returns false if the drop folder
+    /// itself is missing.
+    fn run(&self, start: &Path, full: bool) -> bool {
+        let started = Instant::now();
+        let root = &self.settings.root;
+        if !root.is_dir() {
+            if full {
+                tracing::warn!(root = %root.display(), "the drop folder does not exist (or is not a directory); waiting for it");
+            }
+            return false;
+        }
+        let mut batch = Vec::new();
+        let (mut files, mut dirs) = (0u64, 0u64);
+        let mut out_of_watches = false;
+        let mut stack = vec![start.to_path_buf()];
+        while let Some(rel) = stack.pop() {
+            let abs = root.join(&rel);
+            match std::fs::symlink_metadata(&abs) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => {
+                    batch.push(rel); // a walk started on something that is not a directory
+                    continue;
+                }
+                Err(_) => continue,
+            }
+            dirs += 1;
+            self.watch(&abs, &mut out_of_watches);
+            let entries = match std::fs::read_dir(&abs) {
+                Ok(entries) => entries,
+                Err(e) => {
+                    tracing::warn!(dir = %abs.display(), "cannot list directory, skipping it: {e}");
+                    continue;
+                }
+            };
+            for entry in entries.flatten() {
+                let child = rel.join(entry.file_name());
+                if self.settings.ignore.is_ignored(&child) {
+                    continue;
+                }
+                match entry.file_type() {
+                    Ok(t) if t.is_dir() => stack.push(child),
+                    Ok(t) if t.is_file() => {
+                        files += 1;
+                        if self.differs_from_ledger(&child, &entry) {
+                            batch.push(child);
+                        }
+                    }
+                    // Symbolic links and special files: the stability checker logs the skip.
+                    _ => batch.push(child),
+                }
+                if batch.len() >= BATCH && !self.send(&mut batch) {
+                    return true;
+                }
+            }
+        }
+        if full {
+            self.find_deleted(&mut batch);
+        }
+        self.send(&mut batch);
+        self.stats.busy_since(started);
+        if full {
+            tracing::info!(root = %root.display(), files, dirs, elapsed_ms = started.elapsed().as_millis() as u64, "scan finished");
+        }
+        true
+    }
+
+    fn watch(&self, dir: &Path, out_of_watches: &mut bool) {
+        let Some(notify) = &self.notify else { return };
+        let result = notify
+            .lock()
+            .expect("notify watcher lock")
+            .watch(dir, RecursiveMode::NonRecursive);
+        match result {
+            Ok(()) => {}
+            Err(e) if matches!(e.kind, notify::ErrorKind::MaxFilesWatch) => {
+                if !std::mem::replace(out_of_watches, true) {
+                    report_watch_error(&e, &self.settings.root);
+                }
+            }
+            Err(e) => tracing::warn!(dir = %dir.display(), "cannot watch directory: {e}"),
+        }
+    }
+
+    fn differs_from_ledger(&self, rel: &Path, entry: &std::fs::DirEntry) -> bool {
+        let Ok(meta) = entry.metadata() else {
+            return true;
+        };
+        match self.ledger.lookup(rel) {
+            Ok(Some(known)) => !known.is_published_as(&FileMeta::from_metadata(&meta)),
+            Ok(None) => true,
+            Err(e) => {
+                tracing::warn!("{e}");
+                true
+            }
+        }
+    }
+
+    /// Ledger entries whose file is gone: deleted while we were not looking.
+    fn find_deleted(&self, batch: &mut Vec<PathBuf>) {
+        let root = &self.settings.root;
+        let mut gone = Vec::new();
+        let listed = self.ledger.for_each_path(&mut |rel| {
+            if let Err(e) = std::fs::symlink_metadata(root.join(rel)) {
+                if e.kind() == io::ErrorKind::NotFound || e.kind() == io::ErrorKind::NotADirectory {
+                    gone.push(rel.to_path_buf());
+                }
+            }
+        });
+        if let Err(e) = listed {
+            tracing::warn!("{e}");
+        }
+        for rel in gone {
+            batch.push(rel);
+            if batch.len() >= BATCH {
+                self.send(batch);
+            }
+        }
+    }
+
+    /// False once the watcher is gone (shutdown).
+    fn send(&self, batch: &mut Vec<PathBuf>) -> bool {
+        if batch.is_empty() {
+            return true;
+        }
+        self.tx
+            .blocking_send(WatchInput::Found(std::mem::take(batch)))
+            .is_ok()
+    }
+}
+
+impl Actor for Watcher {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let rx = self.rx.take().expect("started once");
+        let inputs = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|input| (input, rx))
+        })
+        .ready_chunks(BATCH);
+        ctx.add_stream(inputs);
+        self.start_full_scan(true);
+        if let Some(every) = self.settings.rescan_interval {
+            ctx.run_interval(every, |act, _| act.start_full_scan(false));
+        }
+        // A missing drop folder is looked for again every second.
+        ctx.run_interval(Duration::from_secs(1), |act, _| {
+            if !act.root_present && !act.full_scan_running {
+                act.start_full_scan(false);
+            }
+        });
+        ctx.run_interval(self.settings.log_interval, |act, _| act.stats.log("metrics"));
+    }
+}
+
+impl StreamHandler<Vec<WatchInput>> for Watcher {
+    fn handle(&mut self, inputs: Vec<WatchInput>, ctx: &mut Self::Context) {
+        self.handle_inputs(inputs, ctx);
+    }
+}
+
+impl Handler<Rescan> for Watcher {
+    type Result = ();
+
+    fn handle(&mut self, _: Rescan, _: &mut Self::Context) {
+        self.start_full_scan(false);
+    }
+}
+
+impl Handler<StopWatching> for Watcher {
+    type Result = ();
+
+    fn handle(&mut self, _: StopWatching, _: &mut Self::Context) {
+        self.stopped = true;
+        self.notify = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ignore_rules_match_names_at_any_depth_and_excluded_dirs() {
+        let rules = IgnoreRules::new(
+            &["*.tmp".to_string(), ".git".to_string(), "cache/**".to_string()],
+            vec![PathBuf::from(".dropslot")],
+        )
+        .unwrap();
+        assert!(rules.is_ignored(Path::new("a/b/c.tmp")));
+        assert!(rules.is_ignored(Path::new("x/.git")));
+        assert!(rules.is_ignored(Path::new("cache/deep/file")));
+        assert!(rules.is_ignored(Path::new(".dropslot/ledger.sqlite")));
+        assert!(!rules.is_ignored(Path::new("a/b/c.txt")));
+        assert!(!rules.is_ignored(Path::new("x/.github")));
+    }
+
+    #[test]
+    fn access_events_other_than_close_write_are_ignored() {
+        assert!(!is_relevant(&EventKind::Access(AccessKind::Open(AccessMode::Any))));
+        assert!(!is_relevant(&EventKind::Access(AccessKind::Close(AccessMode::Read))));
+        assert!(is_relevant(&EventKind::Access(AccessKind::Close(AccessMode::Write))));
+        assert!(is_relevant(&EventKind::Create(notify::event::CreateKind::File)));
+    }
+}
