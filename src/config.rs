@@ -1,0 +1,304 @@
+//! The configuration: typed settings for every section of `dropslot.toml`, loaded from the
+//! embedded default (`config/dropslot.toml`), then the user's file, then `DROPSLOT_*`
+//! environment variables. Owns parsing and validation and the mapping to each actor's settings;
+//! it does not start anything.
+//!
+//! Every error names the key (`upload.slots`) and where the value came from, and maps to exit
+//! code 2.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use serde::Deserialize;
+
+/// The commented example in `config/` is the default: one file documents and defines it.
+pub const DEFAULT_CONFIG: &str = include_str!("../config/dropslot.toml");
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub watch: WatchConfig,
+    pub debounce: DebounceConfig,
+    pub stability: StabilityConfig,
+    pub snapshot: SnapshotConfig,
+    pub upload: UploadConfig,
+    pub linker: LinkerConfig,
+    pub remote: RemoteConfig,
+    pub state: StateConfig,
+    pub metrics: MetricsConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchConfig {
+    pub path: PathBuf,
+    pub ignore: Vec<String>,
+    #[serde(with = "humantime_serde")]
+    pub rescan_interval: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DebounceConfig {
+    #[serde(with = "humantime_serde")]
+    pub quiet: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StabilityConfig {
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    #[serde(with = "humantime_serde")]
+    pub max_wait: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotConfig {
+    pub max_size: ByteSize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UploadConfig {
+    pub slots: usize,
+    #[serde(with = "humantime_serde")]
+    pub retry_initial: Duration,
+    #[serde(with = "humantime_serde")]
+    pub retry_max: Duration,
+    pub max_attempts: u32,
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkerConfig {
+    pub batch_size: usize,
+    #[serde(with = "humantime_serde")]
+    pub batch_delay: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RemoteKind {
+    Local,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnDelete {
+    Keep,
+    Delete,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteConfig {
+    pub kind: RemoteKind,
+    pub path: PathBuf,
+    pub on_delete: OnDelete,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateConfig {
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    #[serde(with = "humantime_serde")]
+    pub log_interval: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {0} does not exist")]
+    Missing(PathBuf),
+    #[error("cannot read the configuration ({source_name}): {message}")]
+    Unreadable { source_name: String, message: String },
+    #[error("invalid setting `{key}` ({source_name}): {message}")]
+    Invalid {
+        source_name: String,
+        key: String,
+        message: String,
+    },
+}
+
+/// Where the settings came from, for error messages and logs.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub settings: Settings,
+    pub source_name: String,
+}
+
+/// Finds the configuration file: `--config`, else `./dropslot.toml`, else `config/dropslot.toml`,
+/// else none (the embedded default alone).
+pub fn locate(explicit: Option<&Path>) -> Result<Option<PathBuf>, ConfigError> {
+    if let Some(path) = explicit {
+        return if path.is_file() {
+            Ok(Some(path.to_path_buf()))
+        } else {
+            Err(ConfigError::Missing(path.to_path_buf()))
+        };
+    }
+    Ok(["dropslot.toml", "config/dropslot.toml"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file()))
+}
+
+pub fn load(explicit: Option<&Path>) -> Result<Loaded, ConfigError> {
+    let file = locate(explicit)?;
+    let source_name = match &file {
+        Some(f) => format!("{} and DROPSLOT_* environment", f.display()),
+        None => "built-in default and DROPSLOT_* environment".to_string(),
+    };
+    let mut builder = config::Config::builder().add_source(config::File::from_str(
+        DEFAULT_CONFIG,
+        config::FileFormat::Toml,
+    ));
+    if let Some(f) = &file {
+        builder = builder.add_source(config::File::from(f.as_path()).format(config::FileFormat::Toml));
+    }
+    builder = builder.add_source(
+        config::Environment::with_prefix("DROPSLOT")
+            .prefix_separator("_")
+            .separator("__")
+            .list_separator(",")
+            .with_list_parse_key("watch.ignore")
+            .try_parsing(true),
+    );
+    let raw = builder.build().map_err(|e| ConfigError::Unreadable {
+        source_name: source_name.clone(),
+        message: e.to_string(),
+    })?;
+    let settings: Settings = serde_path_to_error::deserialize(raw).map_err(|e| {
+        let key = e.path().to_string();
+        let message = e.into_inner().to_string();
+        ConfigError::Invalid {
+            source_name: source_name.clone(),
+            key,
+            message,
+        }
+    })?;
+    settings.validate().map_err(|(key, message)| ConfigError::Invalid {
+        source_name: source_name.clone(),
+        key: key.to_string(),
+        message,
+    })?;
+    Ok(Loaded {
+        settings,
+        source_name,
+    })
+}
+
+impl Settings {
+    /// Checks what types alone cannot; returns the key and the reason.
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        let positive = |key: &'static str, d: Duration| {
+            if d.is_zero() {
+                Err((key, "must be greater than zero".to_string()))
+            } else {
+                Ok(())
+            }
+        };
+        if self.upload.slots == 0 {
+            return Err(("upload.slots", "must be at least 1".into()));
+        }
+        if self.upload.slots > 1024 {
+            return Err(("upload.slots", "must be at most 1024".into()));
+        }
+        if self.upload.max_attempts == 0 {
+            return Err(("upload.max_attempts", "must be at least 1".into()));
+        }
+        if self.linker.batch_size == 0 {
+            return Err(("linker.batch_size", "must be at least 1".into()));
+        }
+        positive("upload.retry_initial", self.upload.retry_initial)?;
+        positive("metrics.log_interval", self.metrics.log_interval)?;
+        if self.upload.retry_max < self.upload.retry_initial {
+            return Err(("upload.retry_max", "must not be less than upload.retry_initial".into()));
+        }
+        if self.snapshot.max_size.as_u64() == 0 {
+            return Err(("snapshot.max_size", "must be greater than zero".into()));
+        }
+        if let Err(e) = self.ignore_rules() {
+            return Err(("watch.ignore", e.to_string()));
+        }
+        Ok(())
+    }
+
+    /// Paths inside the drop folder that dropslot itself writes, relative to it.
+    fn own_dirs_inside_drop_folder(&self) -> Vec<PathBuf> {
+        let root = absolute(&self.watch.path);
+        [&self.state.dir, &self.remote.path]
+            .into_iter()
+            .filter_map(|p| absolute(p).strip_prefix(&root).ok().map(Path::to_path_buf))
+            .filter(|rel| !rel.as_os_str().is_empty())
+            .collect()
+    }
+
+    pub fn ignore_rules(&self) -> Result<dropslot_actors::watcher::IgnoreRules, globset::Error> {
+        dropslot_actors::watcher::IgnoreRules::new(&self.watch.ignore, self.own_dirs_inside_drop_folder())
+    }
+
+    pub fn ledger_path(&self) -> PathBuf {
+        self.state.dir.join("ledger.sqlite")
+    }
+
+    pub fn snapshot_dir(&self) -> PathBuf {
+        self.state.dir.join("snapshots")
+    }
+}
+
+/// Makes a path absolute without touching the disk (the drop folder may not exist yet).
+pub fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(toml: &str) -> Result<Loaded, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, toml).unwrap();
+        load(Some(&file))
+    }
+
+    #[test]
+    fn embedded_default_is_valid() {
+        let loaded = load_str("").unwrap();
+        assert_eq!(loaded.settings.upload.slots, 4);
+        assert_eq!(loaded.settings.snapshot.max_size.as_u64(), 1 << 30);
+        assert_eq!(loaded.settings.debounce.quiet, Duration::from_millis(300));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let err = load_str("[upload]\nslots = 0\n").unwrap_err().to_string();
+        assert!(err.contains("upload.slots"), "{err}");
+        let err = load_str("[upload]\nslotz = 3\n").unwrap_err().to_string();
+        assert!(err.contains("slotz"), "{err}");
+        let err = load_str("[debounce]\nquiet = \"soon\"\n").unwrap_err().to_string();
+        assert!(err.contains("debounce.quiet"), "{err}");
+        let err = load_str("[snapshot]\nmax_size = \"lots\"\n").unwrap_err().to_string();
+        assert!(err.contains("snapshot.max_size"), "{err}");
+        let err = load_str("[watch]\nignore = [\"a[\"]\n").unwrap_err().to_string();
+        assert!(err.contains("watch.ignore"), "{err}");
+    }
+
+    #[test]
+    fn state_dir_inside_drop_folder_is_ignored() {
+        let loaded = load_str("[watch]\npath = \"/x/drop\"\n[state]\ndir = \"/x/drop/.state\"\n").unwrap();
+        let rules = loaded.settings.ignore_rules().unwrap();
+        assert!(rules.is_ignored(Path::new(".state/ledger.sqlite")));
+        assert!(!rules.is_ignored(Path::new("a.txt")));
+    }
+}

@@ -1,0 +1,295 @@
+//! The ledger in SQLite (`state.dir/ledger.sqlite`): one row per path with the metadata and hash
+//! of what was published, the remote reference, counters and the last error. Owns the schema and
+//! the queries; when to record what is decided by the pipeline (see the trait's docs in
+//! `dropslot_actors::ledger`).
+//!
+//! Paths are stored as raw bytes, so names that are not UTF-8 round-trip exactly. WAL mode with
+//! `synchronous = NORMAL`: a crash may lose the last few records, never corrupt the file, and a
+//! lost record only means a harmless re-upload.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use dropslot_actors::fileinfo::{ContentHash, FileMeta};
+use dropslot_actors::ledger::{EntryStatus, Ledger, LedgerEntry, LedgerError, PublishedFile};
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS files (
+    path         BLOB PRIMARY KEY,
+    status       TEXT NOT NULL,
+    size         INTEGER NOT NULL,
+    mtime_ns     INTEGER NOT NULL,
+    ctime_ns     INTEGER NOT NULL,
+    inode        INTEGER NOT NULL,
+    sha256       BLOB,
+    remote_ref   TEXT,
+    published_at INTEGER,
+    uploads      INTEGER NOT NULL DEFAULT 0,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    last_error   TEXT
+) WITHOUT ROWID;
+";
+
+pub struct SqliteLedger {
+    file: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+/// Counts and failures for `dropslot status`.
+#[derive(Debug, Serialize)]
+pub struct StatusReport {
+    pub published: u64,
+    pub pending: u64,
+    pub failed: u64,
+    pub failures: Vec<FailureReport>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FailureReport {
+    pub path: String,
+    pub error: String,
+    pub attempts: u32,
+}
+
+fn path_bytes(p: &Path) -> &[u8] {
+    p.as_os_str().as_bytes()
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl SqliteLedger {
+    /// Opens (or creates) the ledger; an unreadable file is an error naming it.
+    pub fn open(file: &Path) -> Result<Self, LedgerError> {
+        let err = |e: rusqlite::Error| LedgerError {
+            path: file.display().to_string(),
+            message: e.to_string(),
+        };
+        if let Some(dir) = file.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| LedgerError {
+                path: dir.display().to_string(),
+                message: format!("cannot create the state directory: {e}"),
+            })?;
+        }
+        let conn = Connection::open(file).map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
+        conn.execute_batch(SCHEMA).map_err(err)?;
+        Ok(SqliteLedger {
+            file: file.to_path_buf(),
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn error(&self, e: rusqlite::Error) -> LedgerError {
+        LedgerError {
+            path: self.file.display().to_string(),
+            message: e.to_string(),
+        }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T, LedgerError> {
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut conn).map_err(|e| self.error(e))
+    }
+
+    pub fn status(&self) -> Result<StatusReport, LedgerError> {
+        self.with(|c| {
+            let count = |status: &str| -> rusqlite::Result<u64> {
+                c.query_row("SELECT count(*) FROM files WHERE status = ?1", [status], |r| r.get::<_, i64>(0))
+                    .map(|n| n as u64)
+            };
+            let (published, pending, failed) = (count("published")?, count("pending")?, count("failed")?);
+            let mut stmt = c.prepare(
+                "SELECT path, coalesce(last_error, ''), attempts FROM files WHERE status = 'failed' ORDER BY path",
+            )?;
+            let failures = stmt
+                .query_map([], |r| {
+                    let path: Vec<u8> = r.get(0)?;
+                    Ok(FailureReport {
+                        path: Path::new(OsStr::from_bytes(&path)).display().to_string(),
+                        error: r.get(1)?,
+                        attempts: r.get(2)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(StatusReport {
+                published,
+                pending,
+                failed,
+                failures,
+            })
+        })
+    }
+}
+
+impl Ledger for SqliteLedger {
+    fn lookup(&self, path: &Path) -> Result<Option<LedgerEntry>, LedgerError> {
+        self.with(|c| {
+            c.prepare_cached(
+                "SELECT status, size, mtime_ns, ctime_ns, inode, sha256, remote_ref, uploads, attempts, last_error
+                 FROM files WHERE path = ?1",
+            )?
+            .query_row([path_bytes(path)], |r| {
+                let status: String = r.get(0)?;
+                let sha: Option<Vec<u8>> = r.get(5)?;
+                Ok(LedgerEntry {
+                    status: match status.as_str() {
+                        "published" => EntryStatus::Published,
+                        "failed" => EntryStatus::Failed,
+                        _ => EntryStatus::Pending,
+                    },
+                    meta: FileMeta {
+                        size: r.get::<_, i64>(1)? as u64,
+                        mtime_ns: r.get(2)?,
+                        ctime_ns: r.get(3)?,
+                        inode: r.get::<_, i64>(4)? as u64,
+                    },
+                    sha256: sha.and_then(|s| ContentHash::try_from(s.as_slice()).ok()),
+                    remote_ref: r.get(6)?,
+                    uploads: r.get::<_, i64>(7)? as u64,
+                    attempts: r.get(8)?,
+                    last_error: r.get(9)?,
+                })
+            })
+            .optional()
+        })
+    }
+
+    fn record_intent(&self, path: &Path, meta: &FileMeta) -> Result<(), LedgerError> {
+        // Keeps the last published hash: it still describes what the remote holds.
+        self.with(|c| {
+            c.prepare_cached(
+                "INSERT INTO files (path, status, size, mtime_ns, ctime_ns, inode) VALUES (?1, 'pending', ?2, ?3, ?4, ?5)
+                 ON CONFLICT(path) DO UPDATE SET status = 'pending', size = ?2, mtime_ns = ?3, ctime_ns = ?4, inode = ?5",
+            )?
+            .execute(params![path_bytes(path), meta.size as i64, meta.mtime_ns, meta.ctime_ns, meta.inode as i64])
+            .map(drop)
+        })
+    }
+
+    fn record_published(&self, files: &[PublishedFile]) -> Result<(), LedgerError> {
+        if files.is_empty() {
+            return Ok(());
+        }
+        let now = now_secs();
+        self.with(|c| {
+            let tx = c.transaction()?;
+            {
+                let mut stmt = tx.prepare_cached(
+                    "INSERT INTO files (path, status, size, mtime_ns, ctime_ns, inode, sha256, remote_ref, published_at, uploads, attempts, last_error)
+                     VALUES (?1, 'published', ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, 0, NULL)
+                     ON CONFLICT(path) DO UPDATE SET status = 'published', size = ?2, mtime_ns = ?3, ctime_ns = ?4,
+                        inode = ?5, sha256 = ?6, remote_ref = ?7, published_at = ?8, uploads = uploads + 1,
+                        attempts = 0, last_error = NULL",
+                )?;
+                for f in files {
+                    stmt.execute(params![
+                        path_bytes(&f.path),
+                        f.meta.size as i64,
+                        f.meta.mtime_ns,
+                        f.meta.ctime_ns,
+                        f.meta.inode as i64,
+                        &f.sha256[..],
+                        f.remote_ref,
+                        now
+                    ])?;
+                }
+            }
+            tx.commit()
+        })
+    }
+
+    fn record_unchanged(&self, path: &Path, meta: &FileMeta) -> Result<(), LedgerError> {
+        self.with(|c| {
+            c.prepare_cached(
+                "UPDATE files SET status = 'published', size = ?2, mtime_ns = ?3, ctime_ns = ?4, inode = ?5,
+                    attempts = 0, last_error = NULL WHERE path = ?1",
+            )?
+            .execute(params![path_bytes(path), meta.size as i64, meta.mtime_ns, meta.ctime_ns, meta.inode as i64])
+            .map(drop)
+        })
+    }
+
+    fn record_failure(&self, path: &Path, error: &str, attempts: u32) -> Result<(), LedgerError> {
+        self.with(|c| {
+            c.prepare_cached(
+                "INSERT INTO files (path, status, size, mtime_ns, ctime_ns, inode, attempts, last_error)
+                 VALUES (?1, 'failed', 0, 0, 0, 0, ?2, ?3)
+                 ON CONFLICT(path) DO UPDATE SET status = 'failed', attempts = attempts + ?2, last_error = ?3",
+            )?
+            .execute(params![path_bytes(path), attempts, error])
+            .map(drop)
+        })
+    }
+
+    fn forget(&self, path: &Path) -> Result<(), LedgerError> {
+        self.with(|c| {
+            c.prepare_cached("DELETE FROM files WHERE path = ?1")?
+                .execute([path_bytes(path)])
+                .map(drop)
+        })
+    }
+
+    fn for_each_path(&self, f: &mut dyn FnMut(&Path)) -> Result<(), LedgerError> {
+        self.with(|c| {
+            let mut stmt = c.prepare("SELECT path FROM files")?;
+            let mut rows = stmt.query([])?;
+            while let Some(row) = rows.next()? {
+                let bytes: Vec<u8> = row.get(0)?;
+                f(Path::new(OsStr::from_bytes(&bytes)));
+            }
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn published_entries_round_trip_with_non_utf8_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = SqliteLedger::open(&dir.path().join("l.sqlite")).unwrap();
+        let path = PathBuf::from(OsStr::from_bytes(b"dir/caf\xe9"));
+        let meta = FileMeta { size: 3, mtime_ns: 1, ctime_ns: 2, inode: 4 };
+        ledger.record_intent(&path, &meta).unwrap();
+        assert_eq!(ledger.lookup(&path).unwrap().unwrap().status, EntryStatus::Pending);
+        let file = PublishedFile { path: path.clone(), meta, sha256: [7; 32], remote_ref: "r".into() };
+        ledger.record_published(&[file.clone()]).unwrap();
+        ledger.record_published(&[file]).unwrap();
+        let entry = ledger.lookup(&path).unwrap().unwrap();
+        assert!(entry.is_published_as(&meta));
+        assert_eq!(entry.uploads, 2);
+        assert_eq!(entry.sha256, Some([7; 32]));
+        let mut seen = Vec::new();
+        ledger.for_each_path(&mut |p| seen.push(p.to_path_buf())).unwrap();
+        assert_eq!(seen, vec![path.clone()]);
+        ledger.record_failure(&path, "boom", 3).unwrap();
+        let report = ledger.status().unwrap();
+        assert_eq!((report.published, report.failed), (0, 1));
+        assert_eq!(report.failures[0].error, "boom");
+        ledger.forget(&path).unwrap();
+        assert!(ledger.lookup(&path).unwrap().is_none());
+    }
+
+    #[test]
+    fn garbage_file_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ledger.sqlite");
+        std::fs::write(&file, vec![0x42u8; 8192]).unwrap();
+        let err = SqliteLedger::open(&file).err().expect("must fail").to_string();
+        assert!(err.contains("ledger.sqlite"), "{err}");
+    }
+}

@@ -1,0 +1,226 @@
+//! The wiring: the one place where the actors are created and connected, for one watched folder
+//! and its remote. Owns start-up order, idle detection (for `run --once`), graceful shutdown and
+//! the final summary; the actors own everything else.
+//!
+//! A daemon with several watched folders starts one `Pipeline` per folder, each with its own
+//! remote and ledger; nothing here is global.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use anyhow::Context as _;
+use dropslot_actors::debouncer::{DebounceSettings, Debouncer};
+use dropslot_actors::ledger::Ledger;
+use dropslot_actors::linker::{Linker, LinkerSettings};
+use dropslot_actors::mailbox::{Mailbox, Tracker};
+use dropslot_actors::messages::{StopWatching, UploadJob};
+use dropslot_actors::remote::Remote;
+use dropslot_actors::retry::RetryPolicy;
+use dropslot_actors::snapshot::{SnapshotArea, SnapshotCopier, SnapshotSettings};
+use dropslot_actors::stability::{DeletePolicy, StabilityChecker, StabilitySettings};
+use dropslot_actors::stats::ActorStats;
+use dropslot_actors::uploader::{SlotDeps, SlotSettings, UploadSlot};
+use dropslot_actors::watcher::{ScanProgress, WatchSettings, Watcher};
+
+use crate::config::{OnDelete, Settings};
+
+pub struct Pipeline {
+    watcher: Addr<Watcher>,
+    mailbox: Arc<Mailbox>,
+    progress: Arc<ScanProgress>,
+    upload_queue: async_channel::Sender<UploadJob>,
+    stats: Vec<Arc<ActorStats>>,
+}
+
+impl Pipeline {
+    /// Starts every actor. Must be called inside a running actix `System`.
+    pub fn start(settings: &Settings, remote: Arc<dyn Remote>, ledger: Arc<dyn Ledger>) -> anyhow::Result<Self> {
+        let root = crate::config::absolute(&settings.watch.path);
+        let log_interval = settings.metrics.log_interval;
+        let retry = RetryPolicy {
+            initial: settings.upload.retry_initial,
+            max: settings.upload.retry_max,
+            max_attempts: settings.upload.max_attempts,
+        };
+        let mailbox = Arc::new(Mailbox::new());
+        let mut stats = Vec::new();
+        let mut new_stats = |name: String| {
+            let s = ActorStats::new(name);
+            stats.push(s.clone());
+            s
+        };
+
+        // The debouncer's address is needed by every later stage before it can itself start
+        // (it needs the stability checker's), so its context is made first.
+        let debouncer_ctx = Context::<Debouncer>::new();
+        let tracker = Tracker::new(mailbox.clone(), debouncer_ctx.address().recipient());
+        let (upload_tx, upload_rx) = async_channel::unbounded::<UploadJob>();
+
+        let linker = Linker::new(
+            LinkerSettings {
+                batch_size: settings.linker.batch_size,
+                batch_delay: settings.linker.batch_delay,
+                retry: retry.clone(),
+                log_interval,
+            },
+            remote.clone(),
+            ledger.clone(),
+            tracker.clone(),
+            new_stats("linker".into()),
+        )
+        .start();
+
+        let snapshots = Arc::new(
+            SnapshotArea::open(settings.snapshot_dir(), settings.snapshot.max_size.as_u64())
+                .with_context(|| format!("cannot prepare the snapshot area {}", settings.snapshot_dir().display()))?,
+        );
+        let snapshot = SnapshotCopier::new(
+            SnapshotSettings {
+                root: root.clone(),
+                retry_delay: Duration::from_millis(100),
+                log_interval,
+            },
+            snapshots.clone(),
+            tracker.clone(),
+            ledger.clone(),
+            upload_tx.clone(),
+            new_stats("snapshot".into()),
+        )
+        .start();
+
+        let deps = Arc::new(SlotDeps {
+            remote,
+            ledger: ledger.clone(),
+            tracker: tracker.clone(),
+            linker: linker.clone(),
+            snapshots,
+        });
+        for slot in 0..settings.upload.slots {
+            UploadSlot::new(
+                SlotSettings {
+                    root: root.clone(),
+                    retry: retry.clone(),
+                    log_interval,
+                },
+                deps.clone(),
+                upload_rx.clone(),
+                new_stats(format!("slot-{slot}")),
+            )
+            .start();
+        }
+
+        let stability = StabilityChecker::new(
+            StabilitySettings {
+                root: root.clone(),
+                window: settings.stability.window,
+                max_wait: settings.stability.max_wait,
+                on_delete: match settings.remote.on_delete {
+                    OnDelete::Keep => DeletePolicy::Keep,
+                    OnDelete::Delete => DeletePolicy::Delete,
+                },
+                log_interval,
+            },
+            tracker,
+            ledger.clone(),
+            upload_tx.clone(),
+            snapshot,
+            linker,
+            new_stats("stability".into()),
+        )
+        .start();
+
+        let debouncer = debouncer_ctx.run(Debouncer::new(
+            DebounceSettings {
+                quiet: settings.debounce.quiet,
+                max_wait: settings.stability.max_wait,
+                log_interval,
+            },
+            mailbox.clone(),
+            stability,
+            new_stats("debouncer".into()),
+        ));
+
+        let watcher = Watcher::new(
+            WatchSettings {
+                root,
+                ignore: settings.ignore_rules().context("watch.ignore")?,
+                rescan_interval: (!settings.watch.rescan_interval.is_zero()).then_some(settings.watch.rescan_interval),
+                log_interval,
+            },
+            ledger,
+            debouncer,
+            new_stats("watcher".into()),
+        )
+        .context("cannot start the file-system watcher (inotify)")?;
+        let progress = watcher.progress();
+        let watcher = watcher.start();
+
+        Ok(Pipeline {
+            watcher,
+            mailbox,
+            progress,
+            upload_queue: upload_tx,
+            stats,
+        })
+    }
+
+    /// Nothing is being scanned and no path has work anywhere in the pipeline.
+    pub fn is_idle(&self) -> bool {
+        !self.progress.is_scanning() && self.mailbox.is_empty()
+    }
+
+    pub fn drop_folder_missing(&self) -> bool {
+        self.progress.root_missing()
+    }
+
+    /// Waits until the pipeline is idle, polling.
+    pub async fn wait_idle(&self) {
+        while !self.is_idle() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops watching, lets uploads already running finish (at most `timeout`), and logs the
+    /// summary. What was still waiting is found again by the next start-up scan.
+    pub async fn shutdown(self, timeout: Duration) {
+        self.watcher.do_send(StopWatching);
+        self.mailbox.drain();
+        let deadline = Instant::now() + timeout;
+        while self.mailbox.in_transfer() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let unfinished = self.mailbox.in_transfer();
+        if unfinished > 0 {
+            tracing::warn!(unfinished, "shutdown timeout reached; unfinished uploads will be redone at the next start");
+        }
+        self.upload_queue.close();
+        self.log_summary();
+    }
+
+    /// One summary line per actor, then the totals.
+    pub fn log_summary(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let (mut uploaded_files, mut uploaded_bytes, mut errors, mut published) = (0, 0, 0, 0);
+        for s in &self.stats {
+            s.log("summary");
+            errors += s.errors.load(Relaxed);
+            if s.actor.starts_with("slot-") {
+                uploaded_files += s.files.load(Relaxed);
+                uploaded_bytes += s.bytes.load(Relaxed);
+            } else if s.actor == "linker" {
+                published = s.msgs_out.load(Relaxed);
+            }
+        }
+        tracing::info!(
+            target: "dropslot::metrics",
+            kind = "summary",
+            actor = "total",
+            uploaded_files,
+            uploaded_bytes,
+            published,
+            errors,
+            "summary"
+        );
+    }
+}
