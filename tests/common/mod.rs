@@ -1,0 +1,200 @@
+//! Helpers for the end-to-end tests: a temporary drop folder, target and state directory, the
+//! real `dropslot` binary started on them, and polling with generous deadlines (never fixed
+//! sleeps: CI machines are small and busy).
+#![allow(dead_code)] // each test file uses a different subset
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+pub const DEADLINE: Duration = Duration::from_secs(120);
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub drop: PathBuf,
+    pub target: PathBuf,
+    pub state: PathBuf,
+    pub config: PathBuf,
+    /// DROPSLOT_* overrides for this environment.
+    pub vars: HashMap<String, String>,
+}
+
+impl Env {
+    /// Fast windows so tests finish quickly; tests override with [`Env::set`].
+    pub fn new() -> Env {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let drop = dir.path().join("drop");
+        let target = dir.path().join("uploaded");
+        let state = dir.path().join("state");
+        std::fs::create_dir_all(&drop).unwrap();
+        let config = dir.path().join("dropslot.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[watch]\npath = {:?}\nrescan_interval = \"0s\"\n[remote]\npath = {:?}\n[state]\ndir = {:?}\n\
+                 [debounce]\nquiet = \"150ms\"\n[stability]\nwindow = \"100ms\"\nmax_wait = \"30s\"\n\
+                 [upload]\nretry_initial = \"50ms\"\nretry_max = \"200ms\"\n[metrics]\nlog_interval = \"2s\"\n",
+                drop, target, state
+            ),
+        )
+        .unwrap();
+        Env {
+            dir,
+            drop,
+            target,
+            state,
+            config,
+            vars: HashMap::new(),
+        }
+    }
+
+    /// Sets `DROPSLOT_<SECTION>__<KEY>` for every later run.
+    pub fn set(&mut self, section_key: &str, value: &str) -> &mut Self {
+        let var = format!("DROPSLOT_{}", section_key.to_uppercase().replace('.', "__"));
+        self.vars.insert(var, value.to_string());
+        self
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dropslot"));
+        cmd.args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .current_dir(self.dir.path())
+            .envs(&self.vars)
+            .env_remove("DROPSLOT_LOG")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// `dropslot run --once` to completion (bounded by the deadline).
+    pub fn run_once(&self) -> Output {
+        let log = self.dir.path().join(format!("once-{}.log", unique()));
+        let child = self
+            .command(&["--log-format", "json", "run", "--once"])
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawn dropslot");
+        let mut daemon = Daemon { child, log };
+        let status = daemon.wait_exit(DEADLINE);
+        Output {
+            status,
+            stdout: Vec::new(),
+            stderr: std::fs::read(&daemon.log).unwrap_or_default(),
+        }
+    }
+
+    pub fn spawn(&self) -> Daemon {
+        let log = self.dir.path().join(format!("daemon-{}.log", unique()));
+        let child = self
+            .command(&["--log-format", "json", "run"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawn dropslot");
+        Daemon { child, log }
+    }
+
+    pub fn write(&self, rel: &str, content: &[u8]) -> PathBuf {
+        let path = self.drop.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, content).unwrap();
+        path
+    }
+
+    pub fn ledger(&self) -> dropslot::ledger::SqliteLedger {
+        dropslot::ledger::SqliteLedger::open(&self.state.join("ledger.sqlite")).unwrap()
+    }
+
+    /// How many times the ledger says `rel` was published (0 if unknown).
+    pub fn uploads(&self, rel: impl AsRef<Path>) -> u64 {
+        use dropslot_actors::ledger::Ledger;
+        self.ledger()
+            .lookup(rel.as_ref())
+            .unwrap()
+            .map_or(0, |e| e.uploads)
+    }
+}
+
+fn unique() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+/// A running `dropslot run`; killed if the test ends without stopping it.
+pub struct Daemon {
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    pub fn log_text(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(&self.log).unwrap_or_default()).into_owned()
+    }
+
+    /// SIGTERM, then wait for the exit status.
+    pub fn stop(mut self) -> ExitStatus {
+        // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        self.wait_exit(DEADLINE)
+    }
+
+    fn wait_exit(&mut self, deadline: Duration) -> ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if start.elapsed() > deadline {
+                let _ = self.child.kill();
+                panic!("dropslot did not exit within {deadline:?}; log:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `cond` until it holds; panics with `what` (and the daemon log, if any) at the deadline.
+pub fn wait_until(what: &str, daemon: Option<&Daemon>, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        if start.elapsed() > DEADLINE {
+            let log = daemon.map(Daemon::log_text).unwrap_or_default();
+            let tail: String = log.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+            panic!("timed out after {DEADLINE:?} waiting for: {what}\nlog tail:\n{tail}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+/// Parses the JSON log lines and returns the final `total` summary line.
+pub fn summary_total(log: &[u8]) -> serde_json::Value {
+    String::from_utf8_lossy(log)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["kind"] == "summary" && v["actor"] == "total")
+        .last()
+        .unwrap_or_else(|| panic!("no summary line in log:\n{}", String::from_utf8_lossy(log)))
+}
+
+/// True if the file at `path` exists with exactly `expected` as content.
+pub fn has_content(path: &Path, expected: &[u8]) -> bool {
+    std::fs::read(path).is_ok_and(|c| c == expected)
+}
