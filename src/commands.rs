@@ -27,9 +27,7 @@ fn open_ledger(loaded: &Loaded) -> anyhow::Result<SqliteLedger> {
 /// done (exit 1 listing the files that failed).
 pub fn run(loaded: Loaded, once: bool) -> anyhow::Result<ExitCode> {
     let settings = loaded.settings;
-    let ledger = Arc::new(
-        SqliteLedger::open(&settings.ledger_path())?,
-    );
+    let ledger = Arc::new(SqliteLedger::open(&settings.ledger_path())?);
     let remote = remote::build(&settings.remote);
     tracing::info!(
         drop_folder = %settings.watch.path.display(),
@@ -50,7 +48,10 @@ pub fn run(loaded: Loaded, once: bool) -> anyhow::Result<ExitCode> {
             let missing = pipeline.drop_folder_missing();
             pipeline.shutdown(shutdown_timeout).await;
             if missing {
-                anyhow::bail!("the drop folder {} does not exist", settings.watch.path.display());
+                anyhow::bail!(
+                    "the drop folder {} does not exist",
+                    settings.watch.path.display()
+                );
             }
             return report_failures(&ledger);
         }
@@ -117,8 +118,12 @@ pub fn check(loaded: Loaded) -> anyhow::Result<ExitCode> {
         println!("drop folder: ok ({})", settings.watch.path.display());
     }
     let remote = remote::build(&settings.remote);
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    match runtime.block_on(async { tokio::time::timeout(Duration::from_secs(30), remote.check()).await }) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    match runtime
+        .block_on(async { tokio::time::timeout(Duration::from_secs(30), remote.check()).await })
+    {
         Ok(Ok(())) => {
             println!("remote: ok ({})", remote.describe());
             Ok(EXIT_OK)
@@ -128,7 +133,10 @@ pub fn check(loaded: Loaded) -> anyhow::Result<ExitCode> {
             Ok(EXIT_FAILED)
         }
         Err(_) => {
-            println!("remote: FAILED ({}): no answer within 30s", remote.describe());
+            println!(
+                "remote: FAILED ({}): no answer within 30s",
+                remote.describe()
+            );
             Ok(EXIT_FAILED)
         }
     }

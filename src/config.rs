@@ -120,7 +120,10 @@ pub enum ConfigError {
     #[error("config file {0} does not exist")]
     Missing(PathBuf),
     #[error("cannot read the configuration ({source_name}): {message}")]
-    Unreadable { source_name: String, message: String },
+    Unreadable {
+        source_name: String,
+        message: String,
+    },
     #[error("invalid setting `{key}` ({source_name}): {message}")]
     Invalid {
         source_name: String,
@@ -163,7 +166,8 @@ pub fn load(explicit: Option<&Path>) -> Result<Loaded, ConfigError> {
         config::FileFormat::Toml,
     ));
     if let Some(f) = &file {
-        builder = builder.add_source(config::File::from(f.as_path()).format(config::FileFormat::Toml));
+        builder =
+            builder.add_source(config::File::from(f.as_path()).format(config::FileFormat::Toml));
     }
     builder = builder.add_source(
         config::Environment::with_prefix("DROPSLOT")
@@ -186,11 +190,13 @@ pub fn load(explicit: Option<&Path>) -> Result<Loaded, ConfigError> {
             message,
         }
     })?;
-    settings.validate().map_err(|(key, message)| ConfigError::Invalid {
-        source_name: source_name.clone(),
-        key: key.to_string(),
-        message,
-    })?;
+    settings
+        .validate()
+        .map_err(|(key, message)| ConfigError::Invalid {
+            source_name: source_name.clone(),
+            key: key.to_string(),
+            message,
+        })?;
     Ok(Loaded {
         settings,
         source_name,
@@ -222,7 +228,10 @@ impl Settings {
         positive("upload.retry_initial", self.upload.retry_initial)?;
         positive("metrics.log_interval", self.metrics.log_interval)?;
         if self.upload.retry_max < self.upload.retry_initial {
-            return Err(("upload.retry_max", "must not be less than upload.retry_initial".into()));
+            return Err((
+                "upload.retry_max",
+                "must not be less than upload.retry_initial".into(),
+            ));
         }
         if self.snapshot.max_size.as_u64() == 0 {
             return Err(("snapshot.max_size", "must be greater than zero".into()));
@@ -244,7 +253,10 @@ impl Settings {
     }
 
     pub fn ignore_rules(&self) -> Result<dropslot_actors::watcher::IgnoreRules, globset::Error> {
-        dropslot_actors::watcher::IgnoreRules::new(&self.watch.ignore, self.own_dirs_inside_drop_folder())
+        dropslot_actors::watcher::IgnoreRules::new(
+            &self.watch.ignore,
+            self.own_dirs_inside_drop_folder(),
+        )
     }
 
     pub fn ledger_path(&self) -> PathBuf {
@@ -286,17 +298,24 @@ mod tests {
         assert!(err.contains("upload.slots"), "{err}");
         let err = load_str("[upload]\nslotz = 3\n").unwrap_err().to_string();
         assert!(err.contains("slotz"), "{err}");
-        let err = load_str("[debounce]\nquiet = \"soon\"\n").unwrap_err().to_string();
+        let err = load_str("[debounce]\nquiet = \"soon\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("debounce.quiet"), "{err}");
-        let err = load_str("[snapshot]\nmax_size = \"lots\"\n").unwrap_err().to_string();
+        let err = load_str("[snapshot]\nmax_size = \"lots\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("snapshot.max_size"), "{err}");
-        let err = load_str("[watch]\nignore = [\"a[\"]\n").unwrap_err().to_string();
+        let err = load_str("[watch]\nignore = [\"a[\"]\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("watch.ignore"), "{err}");
     }
 
     #[test]
     fn state_dir_inside_drop_folder_is_ignored() {
-        let loaded = load_str("[watch]\npath = \"/x/drop\"\n[state]\ndir = \"/x/drop/.state\"\n").unwrap();
+        let loaded =
+            load_str("[watch]\npath = \"/x/drop\"\n[state]\ndir = \"/x/drop/.state\"\n").unwrap();
         let rules = loaded.settings.ignore_rules().unwrap();
         assert!(rules.is_ignored(Path::new(".state/ledger.sqlite")));
         assert!(!rules.is_ignored(Path::new("a.txt")));

@@ -81,9 +81,12 @@ impl SqliteLedger {
             })?;
         }
         let conn = Connection::open(file).map_err(err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(err)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
         Ok(SqliteLedger {
             file: file.to_path_buf(),
@@ -98,7 +101,10 @@ impl SqliteLedger {
         }
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T, LedgerError> {
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, LedgerError> {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut conn).map_err(|e| self.error(e))
     }
@@ -263,18 +269,35 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ledger = SqliteLedger::open(&dir.path().join("l.sqlite")).unwrap();
         let path = PathBuf::from(OsStr::from_bytes(b"dir/caf\xe9"));
-        let meta = FileMeta { size: 3, mtime_ns: 1, ctime_ns: 2, inode: 4 };
+        let meta = FileMeta {
+            size: 3,
+            mtime_ns: 1,
+            ctime_ns: 2,
+            inode: 4,
+        };
         ledger.record_intent(&path, &meta).unwrap();
-        assert_eq!(ledger.lookup(&path).unwrap().unwrap().status, EntryStatus::Pending);
-        let file = PublishedFile { path: path.clone(), meta, sha256: [7; 32], remote_ref: "r".into() };
-        ledger.record_published(&[file.clone()]).unwrap();
+        assert_eq!(
+            ledger.lookup(&path).unwrap().unwrap().status,
+            EntryStatus::Pending
+        );
+        let file = PublishedFile {
+            path: path.clone(),
+            meta,
+            sha256: [7; 32],
+            remote_ref: "r".into(),
+        };
+        ledger
+            .record_published(std::slice::from_ref(&file))
+            .unwrap();
         ledger.record_published(&[file]).unwrap();
         let entry = ledger.lookup(&path).unwrap().unwrap();
         assert!(entry.is_published_as(&meta));
         assert_eq!(entry.uploads, 2);
         assert_eq!(entry.sha256, Some([7; 32]));
         let mut seen = Vec::new();
-        ledger.for_each_path(&mut |p| seen.push(p.to_path_buf())).unwrap();
+        ledger
+            .for_each_path(&mut |p| seen.push(p.to_path_buf()))
+            .unwrap();
         assert_eq!(seen, vec![path.clone()]);
         ledger.record_failure(&path, "boom", 3).unwrap();
         let report = ledger.status().unwrap();
@@ -289,7 +312,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("ledger.sqlite");
         std::fs::write(&file, vec![0x42u8; 8192]).unwrap();
-        let err = SqliteLedger::open(&file).err().expect("must fail").to_string();
+        let err = SqliteLedger::open(&file)
+            .err()
+            .expect("must fail")
+            .to_string();
         assert!(err.contains("ledger.sqlite"), "{err}");
     }
 }

@@ -9,7 +9,10 @@ use dropslot::commands::{self, EXIT_CONFIG, EXIT_FAILED};
 use dropslot::logging::{self, LogFormat};
 
 #[derive(Parser)]
-#[command(version, about = "Watches drop folders and uploads every new or changed file through N parallel slots")]
+#[command(
+    version,
+    about = "Watches drop folders and uploads every new or changed file through N parallel slots"
+)]
 struct Cli {
     /// Log lines as text or as JSON objects (one per line), on stderr.
     #[arg(long, global = true, value_enum, default_value = "text")]

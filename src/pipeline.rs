@@ -35,7 +35,11 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// Starts every actor. Must be called inside a running actix `System`.
-    pub fn start(settings: &Settings, remote: Arc<dyn Remote>, ledger: Arc<dyn Ledger>) -> anyhow::Result<Self> {
+    pub fn start(
+        settings: &Settings,
+        remote: Arc<dyn Remote>,
+        ledger: Arc<dyn Ledger>,
+    ) -> anyhow::Result<Self> {
         let root = crate::config::absolute(&settings.watch.path);
         let log_interval = settings.metrics.log_interval;
         let retry = RetryPolicy {
@@ -73,7 +77,12 @@ impl Pipeline {
 
         let snapshots = Arc::new(
             SnapshotArea::open(settings.snapshot_dir(), settings.snapshot.max_size.as_u64())
-                .with_context(|| format!("cannot prepare the snapshot area {}", settings.snapshot_dir().display()))?,
+                .with_context(|| {
+                    format!(
+                        "cannot prepare the snapshot area {}",
+                        settings.snapshot_dir().display()
+                    )
+                })?,
         );
         let snapshot = SnapshotCopier::new(
             SnapshotSettings {
@@ -145,7 +154,8 @@ impl Pipeline {
             WatchSettings {
                 root,
                 ignore: settings.ignore_rules().context("watch.ignore")?,
-                rescan_interval: (!settings.watch.rescan_interval.is_zero()).then_some(settings.watch.rescan_interval),
+                rescan_interval: (!settings.watch.rescan_interval.is_zero())
+                    .then_some(settings.watch.rescan_interval),
                 log_interval,
             },
             ledger,
@@ -192,7 +202,10 @@ impl Pipeline {
         }
         let unfinished = self.mailbox.in_transfer();
         if unfinished > 0 {
-            tracing::warn!(unfinished, "shutdown timeout reached; unfinished uploads will be redone at the next start");
+            tracing::warn!(
+                unfinished,
+                "shutdown timeout reached; unfinished uploads will be redone at the next start"
+            );
         }
         self.upload_queue.close();
         self.log_summary();

@@ -13,7 +13,10 @@ use common::*;
 fn special_files_and_links_are_skipped_by_name_and_everything_else_is_published() {
     let env = Env::new();
     let fifo = env.drop.join("a-fifo");
-    let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
     assert!(made.success());
     let _socket = std::os::unix::net::UnixListener::bind(env.drop.join("a-socket")).unwrap();
     std::os::unix::fs::symlink("/etc/passwd", env.drop.join("link-to-etc")).unwrap();
@@ -64,7 +67,10 @@ fn a_failed_file_is_reported_by_name_with_exit_1_and_in_status_json() {
     assert_eq!(report["failed"], 1, "{report}");
     assert_eq!(report["published"], 3, "{report}");
     assert_eq!(report["failures"][0]["path"], "dir-then-file");
-    assert!(report["failures"][0]["error"].as_str().unwrap().contains("directory"));
+    assert!(report["failures"][0]["error"]
+        .as_str()
+        .unwrap()
+        .contains("directory"));
 }
 
 #[test]
@@ -77,10 +83,17 @@ fn config_errors_exit_2_and_name_the_key() {
         ("DROPSLOT_SNAPSHOT__MAX_SIZE", "huge", "snapshot.max_size"),
     ];
     for (var, value, key) in cases {
-        let out = env.command(&["run", "--once"]).env(var, value).output().unwrap();
+        let out = env
+            .command(&["run", "--once"])
+            .env(var, value)
+            .output()
+            .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{var}={value}: {stderr}");
-        assert!(stderr.contains(key), "{var}={value} does not name {key}: {stderr}");
+        assert!(
+            stderr.contains(key),
+            "{var}={value} does not name {key}: {stderr}"
+        );
     }
     let bad_file = env.dir.path().join("bad.toml");
     std::fs::write(&bad_file, "[upload]\nslotz = 4\n").unwrap();
@@ -91,7 +104,10 @@ fn config_errors_exit_2_and_name_the_key() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("slotz") && stderr.contains("bad.toml"), "{stderr}");
+    assert!(
+        stderr.contains("slotz") && stderr.contains("bad.toml"),
+        "{stderr}"
+    );
 
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_dropslot"))
         .args(["run", "--config", "/nonexistent/dropslot.toml"])
@@ -108,5 +124,8 @@ fn check_reports_the_remote_and_the_ledger() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
     assert!(stdout.contains("remote: ok"), "{stdout}");
-    assert!(stdout.contains(&env.target.display().to_string()), "{stdout}");
+    assert!(
+        stdout.contains(&env.target.display().to_string()),
+        "{stdout}"
+    );
 }

@@ -17,7 +17,9 @@ fn nested_tree_of_thousands_of_files_is_published_with_equal_content() {
     let mut expected = Vec::new();
     for i in 0..3000 {
         let rel = format!("d{}/sub{}/file-{i}.dat", i % 10, i % 4);
-        let content = format!("content of file {i}\n").repeat(1 + i % 50).into_bytes();
+        let content = format!("content of file {i}\n")
+            .repeat(1 + i % 50)
+            .into_bytes();
         expected.push((rel, content));
     }
     // Some files are written in pieces, as a slow writer would, while the rest arrive at once.
@@ -39,13 +41,20 @@ fn nested_tree_of_thousands_of_files_is_published_with_equal_content() {
         env.write(rel, content);
     }
     writer.join().unwrap();
-    wait_until("every file published with equal content", Some(&daemon), || {
-        expected
-            .iter()
-            .all(|(rel, content)| has_content(&env.target.join(rel), content))
-    });
+    wait_until(
+        "every file published with equal content",
+        Some(&daemon),
+        || {
+            expected
+                .iter()
+                .all(|(rel, content)| has_content(&env.target.join(rel), content))
+        },
+    );
     let status = daemon.stop();
-    assert!(status.success(), "SIGTERM must end the daemon with 0, got {status}");
+    assert!(
+        status.success(),
+        "SIGTERM must end the daemon with 0, got {status}"
+    );
     let report = env.ledger().status().unwrap();
     assert_eq!(report.published, 3000);
     assert_eq!(report.failed, 0);
@@ -102,24 +111,41 @@ fn growing_file_is_published_from_a_snapshot_equal_to_a_complete_version() {
             n
         })
     };
-    wait_until("a version published while the file is still growing", Some(&daemon), || {
-        target.exists()
-    });
+    wait_until(
+        "a version published while the file is still growing",
+        Some(&daemon),
+        || target.exists(),
+    );
     let still_growing = !writer.is_finished();
     let published = std::fs::read(&target).unwrap();
     stop.store(true, Ordering::SeqCst);
     let lines = writer.join().unwrap();
-    assert!(still_growing, "the writer stopped before anything was published");
-    assert!(!published.is_empty() && published.ends_with(b"\n"), "torn copy: {published:?}");
+    assert!(
+        still_growing,
+        "the writer stopped before anything was published"
+    );
+    assert!(
+        !published.is_empty() && published.ends_with(b"\n"),
+        "torn copy: {published:?}"
+    );
     let text = String::from_utf8(published).unwrap();
     for (i, line) in text.lines().enumerate() {
-        assert_eq!(line, format!("line {i}"), "published copy is not a prefix of complete lines");
+        assert_eq!(
+            line,
+            format!("line {i}"),
+            "published copy is not a prefix of complete lines"
+        );
     }
     assert!(daemon.log_text().contains("taking a snapshot"));
     // Once the writer stops, the final complete version arrives.
     let final_content = std::fs::read(&path).unwrap();
-    assert_eq!(String::from_utf8_lossy(&final_content).lines().count() as u64, lines);
-    wait_until("final version published", Some(&daemon), || has_content(&target, &final_content));
+    assert_eq!(
+        String::from_utf8_lossy(&final_content).lines().count() as u64,
+        lines
+    );
+    wait_until("final version published", Some(&daemon), || {
+        has_content(&target, &final_content)
+    });
     assert!(daemon.stop().success());
 }
 
@@ -128,15 +154,25 @@ fn restart_sends_exactly_what_changed_while_stopped() {
     let mut env = Env::new();
     env.set("remote.on_delete", "delete");
     for i in 0..20 {
-        env.write(&format!("dir{}/f{i}.txt", i % 3), format!("original {i}").as_bytes());
+        env.write(
+            &format!("dir{}/f{i}.txt", i % 3),
+            format!("original {i}").as_bytes(),
+        );
     }
     let first = env.run_once();
-    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
     assert_eq!(summary_total(&first.stderr)["uploaded_files"], 20);
 
     // While stopped: change 3, touch 2 (same content), delete 2, create 2.
     for i in 0..3 {
-        env.write(&format!("dir{}/f{i}.txt", i % 3), format!("changed {i}").as_bytes());
+        env.write(
+            &format!("dir{}/f{i}.txt", i % 3),
+            format!("changed {i}").as_bytes(),
+        );
     }
     for i in 3..5 {
         let p = env.drop.join(format!("dir{}/f{i}.txt", i % 3));
@@ -155,21 +191,35 @@ fn restart_sends_exactly_what_changed_while_stopped() {
     assert_eq!(summary_total(&second.stderr)["uploaded_files"], 5, "{log}");
     for i in 0..3 {
         let rel = format!("dir{}/f{i}.txt", i % 3);
-        assert!(has_content(&env.target.join(&rel), format!("changed {i}").as_bytes()));
+        assert!(has_content(
+            &env.target.join(&rel),
+            format!("changed {i}").as_bytes()
+        ));
         assert_eq!(env.uploads(&rel), 2);
     }
     for i in 3..5 {
-        assert_eq!(env.uploads(format!("dir{}/f{i}.txt", i % 3)), 1, "touched file was re-sent");
+        assert_eq!(
+            env.uploads(format!("dir{}/f{i}.txt", i % 3)),
+            1,
+            "touched file was re-sent"
+        );
     }
     for i in 5..7 {
-        assert!(!env.target.join(format!("dir{}/f{i}.txt", i % 3)).exists(), "deletion not propagated");
+        assert!(
+            !env.target.join(format!("dir{}/f{i}.txt", i % 3)).exists(),
+            "deletion not propagated"
+        );
         assert_eq!(env.uploads(format!("dir{}/f{i}.txt", i % 3)), 0);
     }
     assert!(has_content(&env.target.join("new/a.txt"), b"new a"));
 
     let third = env.run_once();
     assert!(third.status.success());
-    assert_eq!(summary_total(&third.stderr)["uploaded_files"], 0, "unchanged files were re-sent");
+    assert_eq!(
+        summary_total(&third.stderr)["uploaded_files"],
+        0,
+        "unchanged files were re-sent"
+    );
 }
 
 #[test]
@@ -181,7 +231,11 @@ fn ignored_files_and_directories_are_not_uploaded() {
     env.write("a/b/skip.tmp", b"skip");
     env.write("cache/deep/file.txt", b"skip");
     let out = env.run_once();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(has_content(&env.target.join("keep.txt"), b"keep"));
     assert!(!env.target.join("skip.tmp").exists());
     assert!(!env.target.join("a/b/skip.tmp").exists());
@@ -192,13 +246,23 @@ fn ignored_files_and_directories_are_not_uploaded() {
 fn new_subdirectories_are_watched_including_files_created_before_their_watch() {
     let env = Env::new();
     let daemon = env.spawn();
-    wait_until("daemon scanned", Some(&daemon), || daemon.log_text().contains("scan finished"));
+    wait_until("daemon scanned", Some(&daemon), || {
+        daemon.log_text().contains("scan finished")
+    });
     // mkdir -p and immediate writes race the watch on each new directory.
     for i in 0..50 {
-        env.write(&format!("x{i}/y/z/file.txt"), format!("deep {i}").as_bytes());
+        env.write(
+            &format!("x{i}/y/z/file.txt"),
+            format!("deep {i}").as_bytes(),
+        );
     }
     wait_until("all deep files published", Some(&daemon), || {
-        (0..50).all(|i| has_content(&env.target.join(format!("x{i}/y/z/file.txt")), format!("deep {i}").as_bytes()))
+        (0..50).all(|i| {
+            has_content(
+                &env.target.join(format!("x{i}/y/z/file.txt")),
+                format!("deep {i}").as_bytes(),
+            )
+        })
     });
     assert!(daemon.stop().success());
 }

@@ -66,7 +66,10 @@ impl Debouncer {
                 break;
             }
             let Reverse((_, path)) = self.timers.pop().expect("peeked");
-            match self.mailbox.try_release(&path, self.settings.quiet, self.settings.max_wait, now) {
+            match self
+                .mailbox
+                .try_release(&path, self.settings.quiet, self.settings.max_wait, now)
+            {
                 Release::Stale => {}
                 Release::NotYet(at) => self.timers.push(Reverse((at, path))),
                 Release::Released { since } => due.push(Candidate { path, since }),
@@ -86,9 +89,12 @@ impl Actor for Debouncer {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         // A tick a quarter of the quiet window keeps the overshoot small without spinning.
-        let tick = (self.settings.quiet / 4).clamp(Duration::from_millis(5), Duration::from_millis(100));
+        let tick =
+            (self.settings.quiet / 4).clamp(Duration::from_millis(5), Duration::from_millis(100));
         ctx.run_interval(tick, |act, _| act.release_due());
-        ctx.run_interval(self.settings.log_interval, |act, _| act.stats.log("metrics"));
+        ctx.run_interval(self.settings.log_interval, |act, _| {
+            act.stats.log("metrics")
+        });
     }
 }
 

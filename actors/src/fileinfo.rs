@@ -75,7 +75,10 @@ pub fn probe(path: &Path) -> io::Result<FileKind> {
 
 /// "The path is not there any more", including a parent that became a file.
 pub fn is_gone(e: &io::Error) -> bool {
-    matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory)
+    matches!(
+        e.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+    )
 }
 
 /// Opens a regular file for reading without following a symbolic link and without blocking on a

@@ -116,11 +116,15 @@ impl Linker {
         self.busy.insert(dir.clone());
         self.update_depth();
         let shared = self.shared.clone();
-        ctx.spawn(apply(shared, batch).into_actor(self).map(move |_, act, ctx| {
-            act.busy.remove(&dir);
-            act.flush_dir(dir, ctx);
-            act.update_depth();
-        }));
+        ctx.spawn(
+            apply(shared, batch)
+                .into_actor(self)
+                .map(move |_, act, ctx| {
+                    act.busy.remove(&dir);
+                    act.flush_dir(dir, ctx);
+                    act.update_depth();
+                }),
+        );
     }
 }
 
@@ -128,7 +132,9 @@ impl Actor for Linker {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.run_interval(self.shared.settings.log_interval, |act, _| act.shared.stats.log("metrics"));
+        ctx.run_interval(self.shared.settings.log_interval, |act, _| {
+            act.shared.stats.log("metrics")
+        });
     }
 }
 
@@ -260,7 +266,8 @@ async fn delete(shared: &Shared, path: PathBuf) {
             shared.stats.error();
             tracing::error!(path = %path.display(), "deleting from the remote failed: {e}");
             let error = format!("delete failed: {e}");
-            tokio::task::spawn_blocking(move || ledger.record_failure(&recorded_path, &error, 1)).await
+            tokio::task::spawn_blocking(move || ledger.record_failure(&recorded_path, &error, 1))
+                .await
         }
     };
     if let Ok(Err(e)) = recorded {

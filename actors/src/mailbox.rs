@@ -28,7 +28,9 @@ pub enum Phase {
     /// Being copied into the snapshot area.
     Snapshotting,
     /// Waiting for a free upload slot.
-    Queued { from_snapshot: bool },
+    Queued {
+        from_snapshot: bool,
+    },
     Uploading,
     /// Handed to the directory linker (publish or delete).
     Linking,
@@ -118,7 +120,13 @@ impl Mailbox {
 
     /// For a debouncing path whose timer fired: moves it to checking if it has been quiet for
     /// `quiet` or has waited `max_wait` since its first event, otherwise says when to look again.
-    pub fn try_release(&self, path: &Path, quiet: Duration, max_wait: Duration, now: Instant) -> Release {
+    pub fn try_release(
+        &self,
+        path: &Path,
+        quiet: Duration,
+        max_wait: Duration,
+        now: Instant,
+    ) -> Release {
         let Some(mut s) = self.paths.get_mut(path) else {
             return Release::Stale;
         };
@@ -321,8 +329,14 @@ mod tests {
         let quiet = Duration::from_millis(300);
         let max = Duration::from_secs(1);
         let _ = m.touch(p, t0 + Duration::from_millis(900));
-        assert_eq!(m.try_release(p, quiet, max, t0 + Duration::from_millis(950)), Release::NotYet(t0 + max));
-        assert_eq!(m.try_release(p, quiet, max, t0 + max), Release::Released { since: t0 });
+        assert_eq!(
+            m.try_release(p, quiet, max, t0 + Duration::from_millis(950)),
+            Release::NotYet(t0 + max)
+        );
+        assert_eq!(
+            m.try_release(p, quiet, max, t0 + max),
+            Release::Released { since: t0 }
+        );
         assert_eq!(m.try_release(p, quiet, max, t0 + max), Release::Stale);
     }
 

@@ -182,14 +182,19 @@ impl SnapshotCopier {
         );
     }
 
-    fn finished(&mut self, msg: TakeSnapshot, result: Result<(PathBuf, ContentHash, FileMeta), SnapshotError>, ctx: &mut Context<Self>) {
+    fn finished(
+        &mut self,
+        msg: TakeSnapshot,
+        result: Result<(PathBuf, ContentHash, FileMeta), SnapshotError>,
+        ctx: &mut Context<Self>,
+    ) {
         let path = &msg.path;
         match result {
             Ok((file, sha256, meta)) => {
-                let job_version = self
-                    .tracker
-                    .mailbox
-                    .queue_for_upload(path, Phase::Snapshotting, true);
+                let job_version =
+                    self.tracker
+                        .mailbox
+                        .queue_for_upload(path, Phase::Snapshotting, true);
                 match job_version {
                     Some(version) => {
                         self.stats.sent(1);
@@ -279,7 +284,10 @@ mod tests {
     fn budget_refuses_what_never_fits_and_defers_what_does_not_fit_now() {
         let dir = tempfile::tempdir().unwrap();
         let area = SnapshotArea::open(dir.path().join("snap"), 100).unwrap();
-        assert!(matches!(area.reserve(101), Err(SnapshotError::NeverFits { .. })));
+        assert!(matches!(
+            area.reserve(101),
+            Err(SnapshotError::NeverFits { .. })
+        ));
         area.reserve(60).unwrap();
         assert!(matches!(area.reserve(60), Err(SnapshotError::NoRoomNow)));
         area.used.fetch_sub(60, Ordering::SeqCst);

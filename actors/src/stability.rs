@@ -205,10 +205,10 @@ impl StabilityChecker {
     }
 
     fn queue_upload(&mut self, path: PathBuf, meta: FileMeta) {
-        let Some(version) =
-            self.tracker
-                .mailbox
-                .queue_for_upload(&path, Phase::Checking, false)
+        let Some(version) = self
+            .tracker
+            .mailbox
+            .queue_for_upload(&path, Phase::Checking, false)
         else {
             return;
         };
@@ -247,9 +247,12 @@ impl Actor for StabilityChecker {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        let tick = (self.settings.window / 4).clamp(Duration::from_millis(5), Duration::from_millis(100));
+        let tick =
+            (self.settings.window / 4).clamp(Duration::from_millis(5), Duration::from_millis(100));
         ctx.run_interval(tick, |act, ctx| act.tick(ctx));
-        ctx.run_interval(self.settings.log_interval, |act, _| act.stats.log("metrics"));
+        ctx.run_interval(self.settings.log_interval, |act, _| {
+            act.stats.log("metrics")
+        });
     }
 }
 

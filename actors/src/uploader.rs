@@ -110,7 +110,10 @@ enum Outcome {
     SourceChanged,
     /// The source is gone; its removal event takes it from here.
     Vanished,
-    Failed { error: String, attempts: u32 },
+    Failed {
+        error: String,
+        attempts: u32,
+    },
 }
 
 /// How one attempt ended, when it did not fail.
@@ -126,7 +129,12 @@ enum AttemptError {
     Remote(RemoteError),
 }
 
-async fn run_job(settings: Arc<SlotSettings>, deps: Arc<SlotDeps>, stats: Arc<ActorStats>, job: UploadJob) {
+async fn run_job(
+    settings: Arc<SlotSettings>,
+    deps: Arc<SlotDeps>,
+    stats: Arc<ActorStats>,
+    job: UploadJob,
+) {
     let started = Instant::now();
     let path = job.path.clone();
     if deps.tracker.mailbox.start_upload(&path, job.version) {
@@ -142,8 +150,10 @@ async fn run_job(settings: Arc<SlotSettings>, deps: Arc<SlotDeps>, stats: Arc<Ac
                 stats.error();
                 tracing::error!(path = %path.display(), attempts, "upload failed: {error}");
                 let (ledger, failed) = (deps.ledger.clone(), path.clone());
-                let recorded =
-                    tokio::task::spawn_blocking(move || ledger.record_failure(&failed, &error, attempts)).await;
+                let recorded = tokio::task::spawn_blocking(move || {
+                    ledger.record_failure(&failed, &error, attempts)
+                })
+                .await;
                 if let Ok(Err(e)) = recorded {
                     tracing::error!("{e}");
                 }
@@ -157,7 +167,12 @@ async fn run_job(settings: Arc<SlotSettings>, deps: Arc<SlotDeps>, stats: Arc<Ac
     stats.busy_since(started);
 }
 
-async fn upload(settings: &SlotSettings, deps: &SlotDeps, stats: &ActorStats, job: &UploadJob) -> Outcome {
+async fn upload(
+    settings: &SlotSettings,
+    deps: &SlotDeps,
+    stats: &ActorStats,
+    job: &UploadJob,
+) -> Outcome {
     let content_path = match &job.source {
         UploadSource::Original => settings.root.join(&job.path),
         UploadSource::Snapshot { file, .. } => file.clone(),
@@ -169,7 +184,9 @@ async fn upload(settings: &SlotSettings, deps: &SlotDeps, stats: &ActorStats, jo
     }
     let ledger = deps.ledger.clone();
     let (path, meta) = (job.path.clone(), job.meta);
-    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || ledger.record_intent(&path, &meta)).await {
+    if let Ok(Err(e)) =
+        tokio::task::spawn_blocking(move || ledger.record_intent(&path, &meta)).await
+    {
         tracing::error!("{e}");
     }
 
@@ -224,7 +241,11 @@ async fn upload(settings: &SlotSettings, deps: &SlotDeps, stats: &ActorStats, jo
 
 /// True if the ledger says exactly this content is already published under this path. Only a
 /// file of the same size as the published one can be the same, so only those are hashed first.
-async fn already_published(deps: &SlotDeps, job: &UploadJob, content_path: &Path) -> Result<bool, Outcome> {
+async fn already_published(
+    deps: &SlotDeps,
+    job: &UploadJob,
+    content_path: &Path,
+) -> Result<bool, Outcome> {
     let ledger = deps.ledger.clone();
     let path = job.path.clone();
     let content_path = content_path.to_path_buf();
@@ -236,7 +257,10 @@ async fn already_published(deps: &SlotDeps, job: &UploadJob, content_path: &Path
         let Ok(Some(entry)) = ledger.lookup(&path) else {
             return Ok(false);
         };
-        if entry.status != EntryStatus::Published || entry.meta.size != meta.size || entry.sha256.is_none() {
+        if entry.status != EntryStatus::Published
+            || entry.meta.size != meta.size
+            || entry.sha256.is_none()
+        {
             return Ok(false);
         }
         let hash = match source_hash {
@@ -277,7 +301,9 @@ async fn upload_once(
         Ok(opened) => opened,
         Err(e) if is_gone(&e) => return Ok(Attempt::Vanished),
         // Replaced by a symbolic link or by something that is not a regular file.
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) || e.kind() == io::ErrorKind::InvalidInput => {
+        Err(e)
+            if e.raw_os_error() == Some(libc::ELOOP) || e.kind() == io::ErrorKind::InvalidInput =>
+        {
             return Ok(Attempt::SourceChanged)
         }
         Err(e) => return Err(AttemptError::Source(e)),
@@ -317,11 +343,13 @@ async fn upload_once(
         }
         (Err(e), Ok(_)) => return Err(AttemptError::Remote(e)),
         (Err(remote), Err(read)) => {
-            return Err(if remote.is_transient() && read.kind() == io::ErrorKind::Other {
-                AttemptError::Remote(remote) // the reader only stopped because the remote did
-            } else {
-                AttemptError::Source(read)
-            })
+            return Err(
+                if remote.is_transient() && read.kind() == io::ErrorKind::Other {
+                    AttemptError::Remote(remote) // the reader only stopped because the remote did
+                } else {
+                    AttemptError::Source(read)
+                },
+            );
         }
     };
     let (staged, sha256, total) = staged;

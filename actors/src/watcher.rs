@@ -185,7 +185,9 @@ impl Watcher {
         };
         tokio::task::spawn_blocking(move || {
             let root_found = scan.run(&start, full);
-            let _ = scan.tx.blocking_send(WatchInput::ScanDone { full, root_found });
+            let _ = scan
+                .tx
+                .blocking_send(WatchInput::ScanDone { full, root_found });
         });
     }
 
@@ -212,7 +214,9 @@ impl Watcher {
                     if full {
                         self.full_scan_running = false;
                         self.root_present = root_found;
-                        self.progress.root_missing.store(!root_found, Ordering::SeqCst);
+                        self.progress
+                            .root_missing
+                            .store(!root_found, Ordering::SeqCst);
                         if std::mem::take(&mut self.full_scan_again) {
                             rescan = true;
                         }
@@ -455,7 +459,9 @@ impl Actor for Watcher {
                 act.start_full_scan(false);
             }
         });
-        ctx.run_interval(self.settings.log_interval, |act, _| act.stats.log("metrics"));
+        ctx.run_interval(self.settings.log_interval, |act, _| {
+            act.stats.log("metrics")
+        });
     }
 }
 
@@ -489,7 +495,11 @@ mod tests {
     #[test]
     fn ignore_rules_match_names_at_any_depth_and_excluded_dirs() {
         let rules = IgnoreRules::new(
-            &["*.tmp".to_string(), ".git".to_string(), "cache/**".to_string()],
+            &[
+                "*.tmp".to_string(),
+                ".git".to_string(),
+                "cache/**".to_string(),
+            ],
             vec![PathBuf::from(".dropslot")],
         )
         .unwrap();
@@ -503,9 +513,17 @@ mod tests {
 
     #[test]
     fn access_events_other_than_close_write_are_ignored() {
-        assert!(!is_relevant(&EventKind::Access(AccessKind::Open(AccessMode::Any))));
-        assert!(!is_relevant(&EventKind::Access(AccessKind::Close(AccessMode::Read))));
-        assert!(is_relevant(&EventKind::Access(AccessKind::Close(AccessMode::Write))));
-        assert!(is_relevant(&EventKind::Create(notify::event::CreateKind::File)));
+        assert!(!is_relevant(&EventKind::Access(AccessKind::Open(
+            AccessMode::Any
+        ))));
+        assert!(!is_relevant(&EventKind::Access(AccessKind::Close(
+            AccessMode::Read
+        ))));
+        assert!(is_relevant(&EventKind::Access(AccessKind::Close(
+            AccessMode::Write
+        ))));
+        assert!(is_relevant(&EventKind::Create(
+            notify::event::CreateKind::File
+        )));
     }
 }

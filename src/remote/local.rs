@@ -36,8 +36,10 @@ fn classify(context: String, e: io::Error) -> RemoteError {
     use io::ErrorKind::*;
     let message = format!("{context}: {e}");
     match e.kind() {
-        PermissionDenied | ReadOnlyFilesystem | IsADirectory | NotADirectory | DirectoryNotEmpty
-        | InvalidFilename | InvalidInput | AlreadyExists => RemoteError::permanent(message),
+        PermissionDenied | ReadOnlyFilesystem | IsADirectory | NotADirectory
+        | DirectoryNotEmpty | InvalidFilename | InvalidInput | AlreadyExists => {
+            RemoteError::permanent(message)
+        }
         _ => RemoteError::transient(message),
     }
 }
@@ -46,7 +48,14 @@ fn publish_one(root: &Path, staging: &Path, item: &PublishItem) -> Result<Remote
     let dest = root.join(&item.path);
     if let Some(parent) = dest.parent() {
         std::fs::create_dir_all(parent).map_err(|e| {
-            classify(format!("cannot create the directory for {} in {}", item.path.display(), root.display()), e)
+            classify(
+                format!(
+                    "cannot create the directory for {} in {}",
+                    item.path.display(),
+                    root.display()
+                ),
+                e,
+            )
         })?;
     }
     if dest.symlink_metadata().is_ok_and(|m| m.is_dir()) {
@@ -56,8 +65,16 @@ fn publish_one(root: &Path, staging: &Path, item: &PublishItem) -> Result<Remote
             root.display()
         )));
     }
-    std::fs::rename(staging.join(&item.staged.0), &dest)
-        .map_err(|e| classify(format!("cannot publish {} into {}", item.path.display(), root.display()), e))?;
+    std::fs::rename(staging.join(&item.staged.0), &dest).map_err(|e| {
+        classify(
+            format!(
+                "cannot publish {} into {}",
+                item.path.display(),
+                root.display()
+            ),
+            e,
+        )
+    })?;
     Ok(RemoteRef(item.path.display().to_string()))
 }
 
@@ -83,12 +100,26 @@ impl Remote for LocalRemote {
         match tokio::fs::remove_dir_all(&self.staging).await {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(classify(format!("cannot clean {}", self.staging.display()), e)),
+            Err(e) => Err(classify(
+                format!("cannot clean {}", self.staging.display()),
+                e,
+            )),
         }
     }
 
-    async fn stage(&self, path: &Path, size: u64, mut content: ContentStream) -> Result<Staged, RemoteError> {
-        let context = || format!("cannot stage {} in {}", path.display(), self.staging.display());
+    async fn stage(
+        &self,
+        path: &Path,
+        size: u64,
+        mut content: ContentStream,
+    ) -> Result<Staged, RemoteError> {
+        let context = || {
+            format!(
+                "cannot stage {} in {}",
+                path.display(),
+                self.staging.display()
+            )
+        };
         tokio::fs::create_dir_all(&self.staging)
             .await
             .map_err(|e| classify(context(), e))?;
@@ -127,9 +158,15 @@ impl Remote for LocalRemote {
         let (root, staging) = (self.root.clone(), self.staging.clone());
         let count = items.len();
         let joined = tokio::task::spawn_blocking(move || {
-            let results: Vec<_> = items.iter().map(|item| publish_one(&root, &staging, item)).collect();
+            let results: Vec<_> = items
+                .iter()
+                .map(|item| publish_one(&root, &staging, item))
+                .collect();
             // One directory sync per batch makes the renames durable.
-            if let Some(dir) = items.first().and_then(|i| root.join(&i.path).parent().map(Path::to_path_buf)) {
+            if let Some(dir) = items
+                .first()
+                .and_then(|i| root.join(&i.path).parent().map(Path::to_path_buf))
+            {
                 if let Ok(d) = std::fs::File::open(&dir) {
                     let _ = d.sync_all();
                 }

@@ -153,7 +153,10 @@ impl Daemon {
             }
             if start.elapsed() > deadline {
                 let _ = self.child.kill();
-                panic!("dropslot did not exit within {deadline:?}; log:\n{}", self.log_text());
+                panic!(
+                    "dropslot did not exit within {deadline:?}; log:\n{}",
+                    self.log_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -173,7 +176,15 @@ pub fn wait_until(what: &str, daemon: Option<&Daemon>, mut cond: impl FnMut() ->
     while !cond() {
         if start.elapsed() > DEADLINE {
             let log = daemon.map(Daemon::log_text).unwrap_or_default();
-            let tail: String = log.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+            let tail: String = log
+                .lines()
+                .rev()
+                .take(40)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("\n");
             panic!("timed out after {DEADLINE:?} waiting for: {what}\nlog tail:\n{tail}");
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -188,9 +199,9 @@ pub fn sha256(bytes: &[u8]) -> [u8; 32] {
 pub fn summary_total(log: &[u8]) -> serde_json::Value {
     String::from_utf8_lossy(log)
         .lines()
+        .rev()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["kind"] == "summary" && v["actor"] == "total")
-        .last()
+        .find(|v| v["kind"] == "summary" && v["actor"] == "total")
         .unwrap_or_else(|| panic!("no summary line in log:\n{}", String::from_utf8_lossy(log)))
 }
 
