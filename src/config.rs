@@ -169,8 +169,13 @@ pub fn load(explicit: Option<&Path>) -> Result<Loaded, ConfigError> {
         builder =
             builder.add_source(config::File::from(f.as_path()).format(config::FileFormat::Toml));
     }
+    // Only DROPSLOT_<SECTION>__<KEY> variables are settings; others, like DROPSLOT_LOG, are not.
+    let settings_vars: config::Map<String, String> = std::env::vars()
+        .filter(|(name, _)| name.starts_with("DROPSLOT_") && name.contains("__"))
+        .collect();
     builder = builder.add_source(
         config::Environment::with_prefix("DROPSLOT")
+            .source(Some(settings_vars))
             .prefix_separator("_")
             .separator("__")
             .list_separator(",")

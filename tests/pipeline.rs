@@ -285,3 +285,65 @@ fn missing_drop_folder_is_waited_for_then_watched() {
     });
     assert!(daemon.stop().success());
 }
+
+#[test]
+fn files_deleted_or_renamed_before_upload_are_handled_without_failures() {
+    let mut env = Env::new();
+    env.set("remote.on_delete", "delete");
+    let daemon = env.spawn();
+    wait_until("daemon scanned", Some(&daemon), || {
+        daemon.log_text().contains("scan finished")
+    });
+    for i in 0..300 {
+        let path = env.write(&format!("churn/f{i}.txt"), format!("churn {i}").as_bytes());
+        match i % 3 {
+            0 => std::fs::remove_file(&path).unwrap(),
+            1 => std::fs::rename(&path, env.drop.join(format!("churn/renamed-{i}.txt"))).unwrap(),
+            _ => {}
+        }
+    }
+    let expected: Vec<(String, String)> = (0..300)
+        .filter_map(|i| match i % 3 {
+            0 => None,
+            1 => Some((format!("churn/renamed-{i}.txt"), format!("churn {i}"))),
+            _ => Some((format!("churn/f{i}.txt"), format!("churn {i}"))),
+        })
+        .collect();
+    wait_until("survivors published", Some(&daemon), || {
+        expected
+            .iter()
+            .all(|(rel, content)| has_content(&env.target.join(rel), content.as_bytes()))
+    });
+    // Then a published file is deleted while the daemon runs: its remote copy goes too.
+    std::fs::remove_file(env.drop.join("churn/f2.txt")).unwrap();
+    wait_until("deletion propagated", Some(&daemon), || {
+        !env.target.join("churn/f2.txt").exists()
+    });
+    assert!(daemon.stop().success());
+    for i in (0..300).step_by(3) {
+        assert!(!env.target.join(format!("churn/f{i}.txt")).exists());
+    }
+    let report = env.ledger().status().unwrap();
+    assert_eq!(report.failed, 0, "{:?}", report.failures);
+}
+
+#[test]
+fn drop_folder_deleted_while_running_is_watched_again_when_it_returns() {
+    let env = Env::new();
+    let daemon = env.spawn();
+    env.write("before.txt", b"before");
+    wait_until("first file published", Some(&daemon), || {
+        has_content(&env.target.join("before.txt"), b"before")
+    });
+    std::fs::remove_dir_all(&env.drop).unwrap();
+    wait_until("the daemon noticed", Some(&daemon), || {
+        daemon.log_text().contains("disappeared")
+    });
+    env.write("after/again.txt", b"after");
+    wait_until(
+        "file in the recreated folder published",
+        Some(&daemon),
+        || has_content(&env.target.join("after/again.txt"), b"after"),
+    );
+    assert!(daemon.stop().success());
+}

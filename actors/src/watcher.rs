@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use futures_util::StreamExt;
 use globset::{Glob, GlobSet, GlobSetBuilder};
-use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
+use notify::event::{AccessKind, AccessMode, CreateKind, EventKind, ModifyKind};
 use notify::{RecursiveMode, Watcher as _};
 
 use crate::debouncer::Debouncer;
@@ -167,15 +167,19 @@ impl Watcher {
             self.progress.running.fetch_add(1, Ordering::SeqCst);
         }
         self.full_scan_running = true;
-        self.spawn_scan(PathBuf::new(), true);
+        self.spawn_scan(vec![PathBuf::new()], true);
     }
 
-    fn start_walk(&mut self, rel: PathBuf) {
+    /// Walks paths that may be new directories (one blocking task for the whole batch).
+    fn start_walks(&mut self, starts: Vec<PathBuf>) {
+        if starts.is_empty() {
+            return;
+        }
         self.progress.running.fetch_add(1, Ordering::SeqCst);
-        self.spawn_scan(rel, false);
+        self.spawn_scan(starts, false);
     }
 
-    fn spawn_scan(&self, start: PathBuf, full: bool) {
+    fn spawn_scan(&self, starts: Vec<PathBuf>, full: bool) {
         let scan = Scan {
             settings: self.settings.clone(),
             ledger: self.ledger.clone(),
@@ -184,7 +188,7 @@ impl Watcher {
             stats: self.stats.clone(),
         };
         tokio::task::spawn_blocking(move || {
-            let root_found = scan.run(&start, full);
+            let root_found = scan.run(starts, full);
             let _ = scan
                 .tx
                 .blocking_send(WatchInput::ScanDone { full, root_found });
@@ -194,6 +198,7 @@ impl Watcher {
     fn handle_inputs(&mut self, inputs: Vec<WatchInput>, ctx: &mut Context<Self>) {
         let started = Instant::now();
         let mut touched = Vec::new();
+        let mut walks = Vec::new();
         let mut scans_done = 0;
         let mut rescan = false;
         for input in inputs {
@@ -201,7 +206,7 @@ impl Watcher {
                 WatchInput::Event(Ok(event)) => {
                     self.stats.received(1);
                     rescan |= event.need_rescan();
-                    self.route_event(event, &mut touched);
+                    self.route_event(event, &mut touched, &mut walks);
                 }
                 WatchInput::Event(Err(e)) => {
                     self.stats.error();
@@ -224,6 +229,7 @@ impl Watcher {
                 }
             }
         }
+        self.start_walks(walks);
         if rescan {
             tracing::warn!(root = %self.settings.root.display(), "events may have been lost (queue overflow); rescanning the drop folder");
             self.start_full_scan(false);
@@ -246,13 +252,22 @@ impl Watcher {
         ctx.wait(send.into_actor(self).map(move |_, _, _| finish_scans()));
     }
 
-    fn route_event(&mut self, event: notify::Event, touched: &mut Vec<PathBuf>) {
+    fn route_event(
+        &mut self,
+        event: notify::Event,
+        touched: &mut Vec<PathBuf>,
+        walks: &mut Vec<PathBuf>,
+    ) {
         if !is_relevant(&event.kind) {
             return;
         }
+        // Created directories, and anything renamed into place (which may be a directory full
+        // of files that produce no events of their own), are walked.
         let may_be_new_dir = matches!(
             event.kind,
-            EventKind::Create(_) | EventKind::Modify(ModifyKind::Name(_)) | EventKind::Any
+            EventKind::Create(CreateKind::Folder | CreateKind::Any | CreateKind::Other)
+                | EventKind::Modify(ModifyKind::Name(_))
+                | EventKind::Any
         );
         for path in event.paths {
             if path == self.settings.root {
@@ -271,7 +286,7 @@ impl Watcher {
             }
             if may_be_new_dir {
                 // The walk reports the path itself if it turns out not to be a directory.
-                self.start_walk(rel.to_path_buf());
+                walks.push(rel.to_path_buf());
             } else {
                 touched.push(rel.to_path_buf());
             }
@@ -309,9 +324,9 @@ struct Scan {
 }
 
 impl Scan {
-    /// Walks from `start` (relative; empty for the whole tree). Returns false if the drop folder
-    /// itself is missing.
-    fn run(&self, start: &Path, full: bool) -> bool {
+    /// Walks from each of `starts` (relative; empty for the whole tree). Returns false if the
+    /// drop folder itself is missing.
+    fn run(&self, starts: Vec<PathBuf>, full: bool) -> bool {
         let started = Instant::now();
         let root = &self.settings.root;
         if !root.is_dir() {
@@ -323,7 +338,7 @@ impl Scan {
         let mut batch = Vec::new();
         let (mut files, mut dirs) = (0u64, 0u64);
         let mut out_of_watches = false;
-        let mut stack = vec![start.to_path_buf()];
+        let mut stack = starts;
         while let Some(rel) = stack.pop() {
             let abs = root.join(&rel);
             match std::fs::symlink_metadata(&abs) {
