@@ -76,6 +76,8 @@ pub struct WatchSettings {
 pub struct ScanProgress {
     running: AtomicUsize,
     root_missing: AtomicBool,
+    /// Set on shutdown: walks under way stop at the next directory.
+    stopping: AtomicBool,
 }
 
 impl ScanProgress {
@@ -136,6 +138,7 @@ impl Watcher {
             progress: Arc::new(ScanProgress {
                 running: AtomicUsize::new(1),
                 root_missing: AtomicBool::new(false),
+                stopping: AtomicBool::new(false),
             }),
             full_scan_running: false,
             full_scan_again: false,
@@ -181,6 +184,7 @@ impl Watcher {
 
     fn spawn_scan(&self, starts: Vec<PathBuf>, full: bool) {
         let scan = Scan {
+            progress: self.progress.clone(),
             settings: self.settings.clone(),
             ledger: self.ledger.clone(),
             notify: self.notify.clone(),
@@ -316,6 +320,7 @@ fn report_watch_error(e: &notify::Error, root: &Path) {
 
 /// One walk of (part of) the tree, run in a blocking task.
 struct Scan {
+    progress: Arc<ScanProgress>,
     settings: Arc<WatchSettings>,
     ledger: Arc<dyn Ledger>,
     notify: Option<SharedNotify>,
@@ -340,6 +345,9 @@ impl Scan {
         let mut out_of_watches = false;
         let mut stack = starts;
         while let Some(rel) = stack.pop() {
+            if self.progress.stopping.load(Ordering::SeqCst) {
+                return true;
+            }
             let abs = root.join(&rel);
             match std::fs::symlink_metadata(&abs) {
                 Ok(m) if m.is_dir() => {}
@@ -499,6 +507,7 @@ impl Handler<StopWatching> for Watcher {
 
     fn handle(&mut self, _: StopWatching, _: &mut Self::Context) {
         self.stopped = true;
+        self.progress.stopping.store(true, Ordering::SeqCst);
         self.notify = None;
     }
 }
