@@ -38,7 +38,8 @@ pub fn run(loaded: Loaded, once: bool) -> anyhow::Result<ExitCode> {
     );
     let system = actix::System::new();
     system.block_on(async move {
-        if let Err(e) = remote.reconcile().await {
+        let interrupted = ledger.pending_paths()?;
+        if let Err(e) = remote.reconcile(interrupted).await {
             tracing::warn!("cleaning up interrupted uploads failed: {e}");
         }
         let pipeline = Pipeline::start(&settings, remote, ledger.clone())?;

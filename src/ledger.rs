@@ -109,6 +109,18 @@ impl SqliteLedger {
         f(&mut conn).map_err(|e| self.error(e))
     }
 
+    /// Paths whose upload started but was never published or failed: interrupted by a crash.
+    pub fn pending_paths(&self) -> Result<Vec<PathBuf>, LedgerError> {
+        self.with(|c| {
+            let mut stmt = c.prepare("SELECT path FROM files WHERE status = 'pending'")?;
+            let paths = stmt
+                .query_map([], |r| r.get::<_, Vec<u8>>(0))?
+                .map(|p| p.map(|bytes| PathBuf::from(OsStr::from_bytes(&bytes))))
+                .collect();
+            paths
+        })
+    }
+
     pub fn status(&self) -> Result<StatusReport, LedgerError> {
         self.with(|c| {
             let count = |status: &str| -> rusqlite::Result<u64> {

@@ -347,3 +347,47 @@ fn drop_folder_deleted_while_running_is_watched_again_when_it_returns() {
     );
     assert!(daemon.stop().success());
 }
+
+#[test]
+fn killed_mid_upload_leaves_no_partial_file_and_the_restart_completes_it() {
+    let env = Env::new();
+    // Large enough that the upload is still running when the daemon is killed.
+    let path = env.drop.join("big.bin");
+    {
+        let mut f = std::fs::File::create(&path).unwrap();
+        let block: Vec<u8> = (0..1024 * 1024).map(|i| (i % 251) as u8).collect();
+        for i in 0..300u32 {
+            f.write_all(&i.to_le_bytes()).unwrap();
+            f.write_all(&block).unwrap();
+        }
+    }
+    let daemon = env.spawn();
+    let partials = || {
+        std::fs::read_dir(&env.target)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".partial"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    wait_until("upload under way", Some(&daemon), || partials() > 0);
+    drop(daemon); // SIGKILL: no chance to clean up
+    assert!(
+        !env.target.join("big.bin").exists(),
+        "upload finished before the kill"
+    );
+    assert_eq!(partials(), 1);
+
+    let out = env.run_once();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(partials(), 0, "leftover of the interrupted upload remains");
+    let original = std::fs::read(&path).unwrap();
+    let published = std::fs::read(env.target.join("big.bin")).unwrap();
+    assert_eq!(sha256(&original), sha256(&published));
+}

@@ -34,8 +34,8 @@ impl Remote for FlakyRemote {
     async fn check(&self) -> Result<(), RemoteError> {
         self.inner.check().await
     }
-    async fn reconcile(&self) -> Result<(), RemoteError> {
-        self.inner.reconcile().await
+    async fn reconcile(&self, interrupted: Vec<PathBuf>) -> Result<(), RemoteError> {
+        self.inner.reconcile(interrupted).await
     }
     async fn stage(
         &self,
@@ -58,8 +58,8 @@ impl Remote for FlakyRemote {
     async fn publish(&self, items: Vec<PublishItem>) -> Vec<Result<RemoteRef, RemoteError>> {
         self.inner.publish(items).await
     }
-    async fn discard(&self, staged: Staged) {
-        self.inner.discard(staged).await
+    async fn discard(&self, path: &Path, staged: Staged) {
+        self.inner.discard(path, staged).await
     }
     async fn delete(&self, path: &Path) -> Result<(), RemoteError> {
         self.inner.delete(path).await

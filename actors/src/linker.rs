@@ -206,7 +206,7 @@ async fn publish_run(shared: &Shared, run: Vec<Publish>) {
                     retry.push((p, attempts));
                 }
                 Err(e) => {
-                    shared.remote.discard(p.staged).await;
+                    shared.remote.discard(&p.path, p.staged).await;
                     failed.push((p.path, e.to_string(), attempts));
                 }
             }

@@ -79,8 +79,9 @@ pub trait Remote: Send + Sync + 'static {
     /// Verifies that the remote is reachable and writable.
     async fn check(&self) -> Result<(), RemoteError>;
 
-    /// Removes what interrupted uploads left behind (called once at start-up).
-    async fn reconcile(&self) -> Result<(), RemoteError>;
+    /// Removes what interrupted uploads of these paths left behind (called once at start-up
+    /// with the ledger's pending entries).
+    async fn reconcile(&self, interrupted: Vec<PathBuf>) -> Result<(), RemoteError>;
 
     /// Stores `content` (exactly `size` bytes) invisibly, ready to be published as `path`.
     async fn stage(
@@ -94,8 +95,8 @@ pub trait Remote: Send + Sync + 'static {
     /// the result has one entry per item, in order.
     async fn publish(&self, items: Vec<PublishItem>) -> Vec<Result<RemoteRef, RemoteError>>;
 
-    /// Forgets a staged upload that will not be published.
-    async fn discard(&self, staged: Staged);
+    /// Forgets the staged upload of `path` that will not be published.
+    async fn discard(&self, path: &Path, staged: Staged);
 
     /// Removes the published file `path`; a file that is not there is not an error.
     async fn delete(&self, path: &Path) -> Result<(), RemoteError>;

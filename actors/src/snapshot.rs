@@ -90,7 +90,7 @@ impl SnapshotArea {
         let copy = self
             .dir
             .join(self.next_id.fetch_add(1, Ordering::SeqCst).to_string());
-        let copied = copy_hashing(source, &mut file, &copy);
+        let copied = copy_hashing(source, &mut file, before.size, &copy);
         let after_fd = file.metadata().map(|m| FileMeta::from_metadata(&m));
         let after_path = std::fs::symlink_metadata(source).map(|m| FileMeta::from_metadata(&m));
         match (copied, after_fd, after_path) {
@@ -111,12 +111,12 @@ impl SnapshotArea {
 
 /// A reflink costs no space or time where the file system can share blocks; elsewhere the copy
 /// is made from the already open file, hashing on the way.
-fn copy_hashing(source: &Path, file: &mut File, copy: &Path) -> io::Result<ContentHash> {
+fn copy_hashing(source: &Path, file: &mut File, size: u64, copy: &Path) -> io::Result<ContentHash> {
     if reflink_copy::reflink(source, copy).is_ok() {
         return hash_file(copy).map(|(hash, _)| hash);
     }
     let mut out = File::create(copy)?;
-    let (hash, _) = hash_stream(file, |chunk| out.write_all(chunk))?;
+    let (hash, _) = hash_stream(file, size, |chunk| out.write_all(chunk))?;
     Ok(hash)
 }
 

@@ -204,7 +204,7 @@ async fn upload(
                     sha256,
                 };
                 if deps.linker.send(publish).await.is_err() {
-                    deps.remote.discard(staged).await; // the linker stopped: shutting down
+                    deps.remote.discard(&job.path, staged).await; // the linker stopped: shutting down
                 }
                 return Outcome::Handed;
             }
@@ -315,7 +315,7 @@ async fn upload_once(
 
     let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(READ_AHEAD);
     let reader = tokio::task::spawn_blocking(move || {
-        let read = hash_stream(&file, |chunk| {
+        let read = hash_stream(&file, expected.size, |chunk| {
             tx.blocking_send(Ok(Bytes::copy_from_slice(chunk)))
                 .map_err(|_| io::Error::other("the remote stopped reading"))
         });
@@ -338,7 +338,7 @@ async fn upload_once(
             (staged, sha256, total)
         }
         (Ok(staged), Err(e)) => {
-            deps.remote.discard(staged).await;
+            deps.remote.discard(path, staged).await;
             return Err(AttemptError::Source(e));
         }
         (Err(e), Ok(_)) => return Err(AttemptError::Remote(e)),
@@ -363,7 +363,7 @@ async fn upload_once(
     .await
     .unwrap_or(false);
     if !unchanged || total != expected.size {
-        deps.remote.discard(staged).await;
+        deps.remote.discard(path, staged).await;
         return Ok(Attempt::SourceChanged);
     }
     stats.files.fetch_add(1, Ordering::Relaxed);

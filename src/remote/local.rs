@@ -1,33 +1,43 @@
 //! The local-directory remote, the embedded default: publishes into a directory on this machine.
 //!
-//! Staging writes into `<target>/.dropslot-partial/` (same file system as the target, so the
-//! final `rename` is atomic and a reader sees either the old file or the complete new one, never
-//! a partial one). The staged file is synced before it is renamed, and the directory after.
+//! A file is staged under a temporary name in its destination directory
+//! (`.dropslot-<hash of the name>.partial`) and published by an atomic `rename`, so a reader sees
+//! the old file or the complete new one, never a partial one. Staging beside the destination (as
+//! rsync and rclone do) keeps the rename inside one directory; a single shared staging directory
+//! made ext4's inode allocation the bottleneck of bursts of small files (3.5x slower per file).
+//! The temporary name is derived from the file's name, so an interrupted upload's leftover is
+//! found from the ledger's pending entries and overwritten by the next attempt anyway.
+//!
+//! Durability: one `syncfs` per published batch, before the linker records the batch in the
+//! ledger, so "published" in the ledger means "on disk" without an fsync per file.
 
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
+use dropslot_actors::fileinfo::{hash_stream, to_hex};
 use dropslot_actors::remote::{ContentStream, PublishItem, Remote, RemoteError, RemoteRef, Staged};
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 
-/// Where staged files wait, inside the target directory.
-pub const STAGING_DIR: &str = ".dropslot-partial";
-
+#[derive(Clone)]
 pub struct LocalRemote {
     root: PathBuf,
-    staging: PathBuf,
 }
 
 impl LocalRemote {
     pub fn new(root: PathBuf) -> Self {
-        let staging = root.join(STAGING_DIR);
-        LocalRemote { root, staging }
+        LocalRemote { root }
     }
 
-    fn staged_file(&self, staged: &Staged) -> PathBuf {
-        self.staging.join(&staged.0)
+    /// Where `path` (relative) is staged: beside its destination, under a fixed-length name.
+    fn staging_file(&self, path: &Path) -> PathBuf {
+        let name = path.file_name().map(|n| n.as_bytes()).unwrap_or_default();
+        let (hash, _) =
+            hash_stream(name, name.len() as u64, |_| Ok(())).expect("hashing a slice cannot fail");
+        let temp = format!(".dropslot-{}.partial", &to_hex(&hash)[..16]);
+        self.root.join(path).with_file_name(temp)
     }
 }
 
@@ -44,38 +54,37 @@ fn classify(context: String, e: io::Error) -> RemoteError {
     }
 }
 
-fn publish_one(root: &Path, staging: &Path, item: &PublishItem) -> Result<RemoteRef, RemoteError> {
-    let dest = root.join(&item.path);
-    if let Some(parent) = dest.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| {
-            classify(
-                format!(
-                    "cannot create the directory for {} in {}",
-                    item.path.display(),
-                    root.display()
-                ),
-                e,
-            )
-        })?;
+fn sync_file_system(dir: &Path) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let dir = std::fs::File::open(dir)?;
+    // SAFETY: syncfs only reads the descriptor, which `dir` keeps open for the call.
+    if unsafe { libc::syncfs(dir.as_raw_fd()) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
-    if dest.symlink_metadata().is_ok_and(|m| m.is_dir()) {
-        return Err(RemoteError::permanent(format!(
-            "cannot publish {}: a directory of that name is in the way in {}",
-            item.path.display(),
-            root.display()
-        )));
-    }
-    std::fs::rename(staging.join(&item.staged.0), &dest).map_err(|e| {
-        classify(
-            format!(
+}
+
+impl LocalRemote {
+    fn publish_one(&self, item: &PublishItem) -> Result<RemoteRef, RemoteError> {
+        let dest = self.root.join(&item.path);
+        if dest.symlink_metadata().is_ok_and(|m| m.is_dir()) {
+            return Err(RemoteError::permanent(format!(
+                "cannot publish {}: a directory of that name is in the way in {}",
+                item.path.display(),
+                self.root.display()
+            )));
+        }
+        std::fs::rename(self.staging_file(&item.path), &dest).map_err(|e| {
+            let context = format!(
                 "cannot publish {} into {}",
                 item.path.display(),
-                root.display()
-            ),
-            e,
-        )
-    })?;
-    Ok(RemoteRef(item.path.display().to_string()))
+                self.root.display()
+            );
+            classify(context, e)
+        })?;
+        Ok(RemoteRef(item.path.display().to_string()))
+    }
 }
 
 #[async_trait]
@@ -85,10 +94,10 @@ impl Remote for LocalRemote {
     }
 
     async fn check(&self) -> Result<(), RemoteError> {
-        tokio::fs::create_dir_all(&self.staging)
+        tokio::fs::create_dir_all(&self.root)
             .await
-            .map_err(|e| classify(format!("cannot create {}", self.staging.display()), e))?;
-        let probe = self.staging.join(format!("check-{}", uuid::Uuid::new_v4()));
+            .map_err(|e| classify(format!("cannot create {}", self.root.display()), e))?;
+        let probe = self.staging_file(Path::new("dropslot-check"));
         tokio::fs::write(&probe, b"dropslot check")
             .await
             .map_err(|e| classify(format!("cannot write into {}", self.root.display()), e))?;
@@ -96,15 +105,24 @@ impl Remote for LocalRemote {
         Ok(())
     }
 
-    async fn reconcile(&self) -> Result<(), RemoteError> {
-        match tokio::fs::remove_dir_all(&self.staging).await {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(classify(
-                format!("cannot clean {}", self.staging.display()),
-                e,
-            )),
+    async fn reconcile(&self, interrupted: Vec<PathBuf>) -> Result<(), RemoteError> {
+        for path in interrupted {
+            match tokio::fs::remove_file(self.staging_file(&path)).await {
+                Ok(()) => {
+                    tracing::info!(path = %path.display(), "removed the leftover of an interrupted upload")
+                }
+                Err(e)
+                    if e.kind() == io::ErrorKind::NotFound
+                        || e.kind() == io::ErrorKind::NotADirectory => {}
+                Err(e) => {
+                    return Err(classify(
+                        format!("cannot clean up after {}", path.display()),
+                        e,
+                    ))
+                }
+            }
         }
+        Ok(())
     }
 
     async fn stage(
@@ -113,18 +131,13 @@ impl Remote for LocalRemote {
         size: u64,
         mut content: ContentStream,
     ) -> Result<Staged, RemoteError> {
-        let context = || {
-            format!(
-                "cannot stage {} in {}",
-                path.display(),
-                self.staging.display()
-            )
-        };
-        tokio::fs::create_dir_all(&self.staging)
-            .await
-            .map_err(|e| classify(context(), e))?;
-        let staged = Staged(uuid::Uuid::new_v4().to_string());
-        let file = self.staged_file(&staged);
+        let file = self.staging_file(path);
+        let context = || format!("cannot stage {} in {}", path.display(), self.root.display());
+        if let Some(parent) = file.parent() {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(|e| classify(context(), e))?;
+        }
         let written = async {
             let mut out = tokio::fs::File::create(&file).await?;
             let mut total = 0u64;
@@ -134,12 +147,11 @@ impl Remote for LocalRemote {
                 out.write_all(&chunk).await?;
             }
             out.flush().await?;
-            out.sync_data().await?;
             Ok::<u64, io::Error>(total)
         }
         .await;
         match written {
-            Ok(total) if total == size => Ok(staged),
+            Ok(total) if total == size => Ok(Staged(file.display().to_string())),
             Ok(total) => {
                 let _ = tokio::fs::remove_file(&file).await;
                 Err(RemoteError::transient(format!(
@@ -155,34 +167,30 @@ impl Remote for LocalRemote {
     }
 
     async fn publish(&self, items: Vec<PublishItem>) -> Vec<Result<RemoteRef, RemoteError>> {
-        let (root, staging) = (self.root.clone(), self.staging.clone());
+        let remote = self.clone();
         let count = items.len();
-        let joined = tokio::task::spawn_blocking(move || {
-            let results: Vec<_> = items
-                .iter()
-                .map(|item| publish_one(&root, &staging, item))
-                .collect();
-            // One directory sync per batch makes the renames durable.
-            if let Some(dir) = items
-                .first()
-                .and_then(|i| root.join(&i.path).parent().map(Path::to_path_buf))
-            {
-                if let Ok(d) = std::fs::File::open(&dir) {
-                    let _ = d.sync_all();
+        let published = tokio::task::spawn_blocking(move || {
+            let mut results: Vec<_> = items.iter().map(|item| remote.publish_one(item)).collect();
+            if results.iter().any(Result::is_ok) {
+                if let Err(e) = sync_file_system(&remote.root) {
+                    let message = format!("cannot sync {}: {e}", remote.root.display());
+                    for result in results.iter_mut().filter(|r| r.is_ok()) {
+                        *result = Err(RemoteError::transient(message.clone()));
+                    }
                 }
             }
             results
         })
         .await;
-        joined.unwrap_or_else(|e| {
+        published.unwrap_or_else(|e| {
             (0..count)
                 .map(|_| Err(RemoteError::transient(format!("publish task failed: {e}"))))
                 .collect()
         })
     }
 
-    async fn discard(&self, staged: Staged) {
-        let _ = tokio::fs::remove_file(self.staged_file(&staged)).await;
+    async fn discard(&self, path: &Path, _staged: Staged) {
+        let _ = tokio::fs::remove_file(self.staging_file(path)).await;
     }
 
     async fn delete(&self, path: &Path) -> Result<(), RemoteError> {
