@@ -28,7 +28,7 @@ fn open_ledger(loaded: &Loaded) -> anyhow::Result<SqliteLedger> {
 pub fn run(loaded: Loaded, once: bool) -> anyhow::Result<ExitCode> {
     let settings = loaded.settings;
     let ledger = Arc::new(SqliteLedger::open(&settings.ledger_path())?);
-    let remote = remote::build(&settings.remote);
+    let remote = remote::build(&settings.remote)?;
     tracing::info!(
         drop_folder = %settings.watch.path.display(),
         remote = %remote.describe(),
@@ -118,7 +118,7 @@ pub fn check(loaded: Loaded) -> anyhow::Result<ExitCode> {
     } else {
         println!("drop folder: ok ({})", settings.watch.path.display());
     }
-    let remote = remote::build(&settings.remote);
+    let remote = remote::build(&settings.remote)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -85,6 +85,8 @@ pub struct LinkerConfig {
 #[serde(rename_all = "lowercase")]
 pub enum RemoteKind {
     Local,
+    S3,
+    Webdav,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -98,8 +100,75 @@ pub enum OnDelete {
 #[serde(deny_unknown_fields)]
 pub struct RemoteConfig {
     pub kind: RemoteKind,
-    pub path: PathBuf,
     pub on_delete: OnDelete,
+    /// `local`: the target directory.
+    pub path: PathBuf,
+    /// `s3`: the endpoint URL; none means AWS (or `AWS_ENDPOINT`).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    #[serde(default)]
+    pub region: Option<String>,
+    #[serde(default)]
+    pub bucket: Option<String>,
+    /// `s3`: key prefix, without leading or trailing `/`.
+    #[serde(default)]
+    pub prefix: String,
+    /// `s3`: `https://endpoint/bucket/key` instead of `https://bucket.endpoint/key`.
+    #[serde(default)]
+    pub path_style: bool,
+    #[serde(default)]
+    pub access_key_id: Option<Secret>,
+    #[serde(default)]
+    pub secret_access_key: Option<Secret>,
+    /// `s3`: an AWS shared credentials file (profile from `AWS_PROFILE`, else `default`).
+    #[serde(default)]
+    pub credentials_file: Option<PathBuf>,
+    /// `s3`: files above this go up as multipart uploads ...
+    pub multipart_threshold: ByteSize,
+    /// ... in parts of this size.
+    pub part_size: ByteSize,
+    /// `webdav`: the base URL (a collection).
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// `s3` and `webdav`: a request that makes no progress for this long fails (and is retried).
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+/// A credential: never printed, not even by `{:?}`.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The value, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl RemoteConfig {
+    pub fn kind_name(&self) -> &'static str {
+        match self.kind {
+            RemoteKind::Local => "local",
+            RemoteKind::S3 => "s3",
+            RemoteKind::Webdav => "webdav",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -244,7 +313,74 @@ impl Settings {
         if let Err(e) = self.ignore_rules() {
             return Err(("watch.ignore", e.to_string()));
         }
-        Ok(())
+        self.validate_remote()
+    }
+
+    fn validate_remote(&self) -> Result<(), (&'static str, String)> {
+        let r = &self.remote;
+        let required = |key: &'static str, present: bool| {
+            if present {
+                Ok(())
+            } else {
+                Err((
+                    key,
+                    format!("is required for remote.kind = \"{}\"", r.kind_name()),
+                ))
+            }
+        };
+        match r.kind {
+            RemoteKind::Local => Ok(()),
+            RemoteKind::S3 => {
+                required(
+                    "remote.bucket",
+                    r.bucket.as_deref().is_some_and(|b| !b.is_empty()),
+                )?;
+                if r.prefix.starts_with('/') || r.prefix.ends_with('/') {
+                    return Err(("remote.prefix", "must not start or end with '/'".into()));
+                }
+                // S3 refuses parts below 5 MiB (except the last).
+                if r.part_size.as_u64() < 5 * 1024 * 1024 {
+                    return Err((
+                        "remote.part_size",
+                        "must be at least 5MiB (an S3 limit)".into(),
+                    ));
+                }
+                if r.multipart_threshold.as_u64() < r.part_size.as_u64() {
+                    return Err((
+                        "remote.multipart_threshold",
+                        "must be at least remote.part_size".into(),
+                    ));
+                }
+                if let Some(endpoint) = &r.endpoint {
+                    reqwest::Url::parse(endpoint)
+                        .map_err(|e| ("remote.endpoint", format!("not a URL: {e}")))?;
+                }
+                Ok(())
+            }
+            RemoteKind::Webdav => {
+                required("remote.url", r.url.is_some())?;
+                let url = reqwest::Url::parse(r.url.as_deref().unwrap_or_default())
+                    .map_err(|e| ("remote.url", format!("not a URL: {e}")))?;
+                if !matches!(url.scheme(), "http" | "https") {
+                    return Err(("remote.url", "must be an http:// or https:// URL".into()));
+                }
+                if !url.username().is_empty() || url.password().is_some() {
+                    // URLs end up in error messages; credentials must not.
+                    return Err((
+                        "remote.url",
+                        "must not contain credentials: use remote.username and remote.password"
+                            .into(),
+                    ));
+                }
+                if r.password.is_some() && r.username.is_none() {
+                    return Err((
+                        "remote.username",
+                        "is required when remote.password is set".into(),
+                    ));
+                }
+                Ok(())
+            }
+        }
     }
 
     /// Paths inside the drop folder that dropslot itself writes, relative to it.

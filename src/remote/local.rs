@@ -12,11 +12,9 @@
 //! ledger, so "published" in the ledger means "on disk" without an fsync per file.
 
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
-use dropslot_actors::fileinfo::{hash_stream, to_hex};
 use dropslot_actors::remote::{ContentStream, PublishItem, Remote, RemoteError, RemoteRef, Staged};
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
@@ -31,13 +29,11 @@ impl LocalRemote {
         LocalRemote { root }
     }
 
-    /// Where `path` (relative) is staged: beside its destination, under a fixed-length name.
+    /// Where `path` (relative) is staged: beside its destination.
     fn staging_file(&self, path: &Path) -> PathBuf {
-        let name = path.file_name().map(|n| n.as_bytes()).unwrap_or_default();
-        let (hash, _) =
-            hash_stream(name, name.len() as u64, |_| Ok(())).expect("hashing a slice cannot fail");
-        let temp = format!(".dropslot-{}.partial", &to_hex(&hash)[..16]);
-        self.root.join(path).with_file_name(temp)
+        self.root
+            .join(path)
+            .with_file_name(super::staging_name(path))
     }
 }
 

@@ -1,0 +1,425 @@
+//! The S3-compatible remote (AWS S3, MinIO, Ceph RGW, Garage, R2, ...), through `object_store`'s
+//! S3 store (request signing, multipart, error mapping are that crate's, not ours).
+//!
+//! A PUT to S3 is atomic, so readers never see partial objects; what staging must prevent here is
+//! publishing content that turns out to be torn (the slot checks the source after reading it).
+//! So nothing becomes visible before the linker publishes:
+//! - files up to `multipart_threshold` are held in memory when staged (bounded by the
+//!   threshold per slot) and sent with one PUT when published: one request per file;
+//! - larger files are streamed as a multipart upload of `part_size` parts when staged (one part
+//!   in memory per slot) and completed when published, or aborted when discarded.
+//!
+//! The object key is the file's path relative to the drop folder, `/`-separated, under the
+//! prefix; a name S3 cannot hold (not UTF-8, `.` or `..` segments, control characters) is an
+//! error naming the file.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use dropslot_actors::remote::{ContentStream, PublishItem, Remote, RemoteError, RemoteRef, Staged};
+use futures_util::StreamExt;
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::path::Path as Key;
+use object_store::{
+    ClientOptions, MultipartUpload, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig,
+};
+
+use super::classify_transport;
+use crate::config::RemoteConfig;
+
+/// Parallel PUTs (or multipart completions) from the linker, and per batch.
+const PUBLISH_CONCURRENCY: usize = 16;
+
+enum StagedObject {
+    Small(Bytes),
+    Multipart(Box<dyn MultipartUpload>),
+}
+
+pub struct S3Remote {
+    store: AmazonS3,
+    bucket: String,
+    prefix: String,
+    endpoint: String,
+    multipart_threshold: u64,
+    part_size: usize,
+    staged: Mutex<HashMap<String, StagedObject>>,
+    next_token: AtomicU64,
+    /// Credentials as configured, to scrub from error texts (servers echo the key id).
+    secrets: Vec<String>,
+    /// Requests the linker's batches may have in flight at once, across all directories.
+    publishing: tokio::sync::Semaphore,
+}
+
+/// Credentials from an AWS shared credentials file (`AWS_PROFILE`, else `default`).
+fn read_credentials_file(file: &Path) -> Result<(String, String), String> {
+    let profile = std::env::var("AWS_PROFILE").unwrap_or_else(|_| "default".into());
+    let parsed = config::Config::builder()
+        .add_source(config::File::from(file).format(config::FileFormat::Ini))
+        .build()
+        .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let get = |key: &str| {
+        parsed
+            .get_string(&format!("{profile}.{key}"))
+            .map_err(|_| format!("{} has no {key} in profile [{profile}]", file.display()))
+    };
+    Ok((get("aws_access_key_id")?, get("aws_secret_access_key")?))
+}
+
+impl S3Remote {
+    pub fn new(config: &RemoteConfig) -> Result<Self, String> {
+        // Config file keys win over a credentials file, which wins over AWS_* variables.
+        let mut builder = AmazonS3Builder::from_env()
+            .with_bucket_name(config.bucket.clone().unwrap_or_default())
+            .with_virtual_hosted_style_request(!config.path_style)
+            // The slots and the linker retry with our own policy and report each failure.
+            .with_retry(RetryConfig {
+                max_retries: 0,
+                ..Default::default()
+            })
+            .with_client_options(
+                ClientOptions::new()
+                    .with_timeout(config.timeout)
+                    .with_connect_timeout(std::time::Duration::from_secs(10)),
+            );
+        if let Some(region) = &config.region {
+            builder = builder.with_region(region);
+        }
+        let endpoint = config.endpoint.clone();
+        if let Some(endpoint) = &endpoint {
+            builder = builder
+                .with_endpoint(endpoint)
+                .with_allow_http(endpoint.starts_with("http://"));
+        }
+        let mut secrets = Vec::new();
+        if let Some(file) = &config.credentials_file {
+            let (key, secret) = read_credentials_file(file)?;
+            builder = builder
+                .with_access_key_id(&key)
+                .with_secret_access_key(&secret);
+            secrets.extend([key, secret]);
+        }
+        if let Some(key) = &config.access_key_id {
+            builder = builder.with_access_key_id(key.expose());
+            secrets.push(key.expose().to_string());
+        }
+        if let Some(secret) = &config.secret_access_key {
+            builder = builder.with_secret_access_key(secret.expose());
+            secrets.push(secret.expose().to_string());
+        }
+        for var in [
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+        ] {
+            secrets.extend(std::env::var(var).ok());
+        }
+        secrets.retain(|s| s.len() >= 3);
+        let store = builder
+            .build()
+            .map_err(|e| format!("cannot configure the S3 client: {e}"))?;
+        Ok(S3Remote {
+            store,
+            bucket: config.bucket.clone().unwrap_or_default(),
+            prefix: config.prefix.clone(),
+            endpoint: endpoint.unwrap_or_else(|| "AWS".into()),
+            multipart_threshold: config.multipart_threshold.as_u64(),
+            part_size: config.part_size.as_u64() as usize,
+            staged: Mutex::new(HashMap::new()),
+            next_token: AtomicU64::new(0),
+            secrets,
+            publishing: tokio::sync::Semaphore::new(PUBLISH_CONCURRENCY),
+        })
+    }
+
+    /// The object key for `path`, or an error naming the file if S3 cannot hold the name.
+    pub fn key(&self, path: &Path) -> Result<Key, RemoteError> {
+        let rel = path.to_str().ok_or_else(|| {
+            RemoteError::permanent(format!(
+                "{}: the name is not UTF-8, which S3 keys must be",
+                path.display()
+            ))
+        })?;
+        let full = if self.prefix.is_empty() {
+            rel.to_string()
+        } else {
+            format!("{}/{rel}", self.prefix)
+        };
+        let key = Key::parse(&full).map_err(|e| {
+            RemoteError::permanent(format!("{}: cannot be an S3 key: {e}", path.display()))
+        })?;
+        // `parse` accepts some names that the store would percent-encode; refuse a silent rename.
+        if key.as_ref() != full {
+            return Err(RemoteError::permanent(format!(
+                "{}: cannot be an S3 key unchanged",
+                path.display()
+            )));
+        }
+        Ok(key)
+    }
+
+    fn describe_error(&self, what: &str, path: &Path, e: object_store::Error) -> RemoteError {
+        let context = format!("{what} {} (bucket {})", path.display(), self.bucket);
+        let text = e.to_string();
+        let error = match &e {
+            _ if text.contains("NoSuchBucket") => RemoteError::permanent(format!(
+                "{context}: no such bucket {} at {}",
+                self.bucket, self.endpoint
+            )),
+            object_store::Error::PermissionDenied { .. }
+            | object_store::Error::Unauthenticated { .. } => RemoteError::permanent(format!(
+                "{context}: access denied (check the credentials): {text}"
+            )),
+            _ if [
+                "InvalidAccessKeyId",
+                "SignatureDoesNotMatch",
+                "AccessDenied",
+            ]
+            .iter()
+            .any(|c| text.contains(c)) =>
+            {
+                RemoteError::permanent(format!(
+                    "{context}: access denied (check the credentials): {text}"
+                ))
+            }
+            object_store::Error::NotFound { .. } => RemoteError::permanent(format!(
+                "{context}: not found (does bucket {} exist?)",
+                self.bucket
+            )),
+            object_store::Error::InvalidPath { .. }
+            | object_store::Error::NotSupported { .. }
+            | object_store::Error::NotImplemented { .. }
+            | object_store::Error::UnknownConfigurationKey { .. } => {
+                RemoteError::permanent(format!("{context}: {text}"))
+            }
+            _ => classify_transport(&context, &e, &self.endpoint),
+        };
+        self.redact(error)
+    }
+
+    /// Servers echo parts of a request in their errors; none of it may reach a log.
+    fn redact(&self, mut error: RemoteError) -> RemoteError {
+        for secret in &self.secrets {
+            error.message = error.message.replace(secret.as_str(), "<redacted>");
+        }
+        error
+    }
+
+    fn stash(&self, object: StagedObject) -> Staged {
+        let token = self.next_token.fetch_add(1, Ordering::Relaxed).to_string();
+        self.staged
+            .lock()
+            .expect("staged lock")
+            .insert(token.clone(), object);
+        Staged(token)
+    }
+
+    fn take(&self, staged: &Staged) -> Option<StagedObject> {
+        self.staged.lock().expect("staged lock").remove(&staged.0)
+    }
+
+    async fn stage_multipart(
+        &self,
+        path: &Path,
+        key: &Key,
+        mut content: ContentStream,
+    ) -> Result<Staged, RemoteError> {
+        let mut upload = self
+            .store
+            .put_multipart(key)
+            .await
+            .map_err(|e| self.describe_error("cannot start uploading", path, e))?;
+        let mut part = BytesMut::with_capacity(self.part_size);
+        let streamed = async {
+            while let Some(chunk) = content.next().await {
+                let chunk = chunk.map_err(|e| {
+                    RemoteError::transient(format!("reading {}: {e}", path.display()))
+                })?;
+                part.extend_from_slice(&chunk);
+                if part.len() >= self.part_size {
+                    let full = part.split_to(self.part_size).freeze();
+                    upload
+                        .put_part(PutPayload::from(full))
+                        .await
+                        .map_err(|e| self.describe_error("cannot upload a part of", path, e))?;
+                }
+            }
+            if !part.is_empty() {
+                upload
+                    .put_part(PutPayload::from(part.split().freeze()))
+                    .await
+                    .map_err(|e| self.describe_error("cannot upload a part of", path, e))?;
+            }
+            Ok::<(), RemoteError>(())
+        }
+        .await;
+        if let Err(e) = streamed {
+            // An aborted multipart upload leaves no parts behind to pay for.
+            let _ = upload.abort().await;
+            return Err(e);
+        }
+        Ok(self.stash(StagedObject::Multipart(upload)))
+    }
+
+    async fn publish_one(&self, item: &PublishItem) -> Result<RemoteRef, RemoteError> {
+        let _permit = self
+            .publishing
+            .acquire()
+            .await
+            .expect("semaphore never closed");
+        let key = self.key(&item.path)?;
+        let object = self.take(&item.staged).ok_or_else(|| {
+            RemoteError::permanent(format!(
+                "{}: staged upload is gone (internal error)",
+                item.path.display()
+            ))
+        })?;
+        let result = match object {
+            StagedObject::Small(bytes) => {
+                match self.store.put(&key, PutPayload::from(bytes.clone())).await {
+                    Ok(_) => Ok(()),
+                    Err(e) => Err((
+                        self.describe_error("cannot upload", &item.path, e),
+                        StagedObject::Small(bytes),
+                    )),
+                }
+            }
+            StagedObject::Multipart(mut upload) => match upload.complete().await {
+                Ok(_) => Ok(()),
+                Err(e) => Err((
+                    self.describe_error("cannot complete the upload of", &item.path, e),
+                    StagedObject::Multipart(upload),
+                )),
+            },
+        };
+        match result {
+            Ok(()) => Ok(RemoteRef(key.to_string())),
+            Err((error, object)) => {
+                if error.is_transient() {
+                    // Kept for the linker's retry.
+                    self.staged
+                        .lock()
+                        .expect("staged lock")
+                        .insert(item.staged.0.clone(), object);
+                } else if let StagedObject::Multipart(mut upload) = object {
+                    let _ = upload.abort().await;
+                }
+                Err(error)
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Remote for S3Remote {
+    fn describe(&self) -> String {
+        let prefix = if self.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("/{}", self.prefix)
+        };
+        format!("S3 bucket {}{prefix} at {}", self.bucket, self.endpoint)
+    }
+
+    async fn check(&self) -> Result<(), RemoteError> {
+        let prefix = (!self.prefix.is_empty()).then(|| Key::from(self.prefix.as_str()));
+        self.store
+            .list_with_delimiter(prefix.as_ref())
+            .await
+            .map(drop)
+            .map_err(|e| self.describe_error("cannot list", Path::new(&self.prefix), e))
+    }
+
+    async fn reconcile(&self, _interrupted: Vec<PathBuf>) -> Result<(), RemoteError> {
+        // Small files were only in memory. Parts of multipart uploads cut off by a crash cannot
+        // be listed through object_store; a bucket lifecycle rule (AbortIncompleteMultipartUpload)
+        // removes them. docs/configuration.md says so.
+        Ok(())
+    }
+
+    async fn stage(
+        &self,
+        path: &Path,
+        size: u64,
+        mut content: ContentStream,
+    ) -> Result<Staged, RemoteError> {
+        let key = self.key(path)?;
+        if size > self.multipart_threshold {
+            return self.stage_multipart(path, &key, content).await;
+        }
+        let mut bytes = BytesMut::with_capacity(size as usize);
+        while let Some(chunk) = content.next().await {
+            let chunk = chunk
+                .map_err(|e| RemoteError::transient(format!("reading {}: {e}", path.display())))?;
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(self.stash(StagedObject::Small(bytes.freeze())))
+    }
+
+    async fn publish(&self, items: Vec<PublishItem>) -> Vec<Result<RemoteRef, RemoteError>> {
+        // Objects are independent: a batch goes up in parallel, a few at a time.
+        let mut results = Vec::with_capacity(items.len());
+        let mut pending = futures_util::stream::FuturesOrdered::new();
+        for item in &items {
+            pending.push_back(self.publish_one(item));
+            if pending.len() >= PUBLISH_CONCURRENCY {
+                results.extend(pending.next().await);
+            }
+        }
+        while let Some(result) = pending.next().await {
+            results.push(result);
+        }
+        results
+    }
+
+    async fn discard(&self, _path: &Path, staged: Staged) {
+        if let Some(StagedObject::Multipart(mut upload)) = self.take(&staged) {
+            let _ = upload.abort().await;
+        }
+    }
+
+    async fn delete(&self, path: &Path) -> Result<(), RemoteError> {
+        let key = self.key(path)?;
+        match self.store.delete(&key).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.describe_error("cannot delete", path, e)),
+        }
+    }
+}
+
+/// For tests and `check`: the store behind the remote.
+impl S3Remote {
+    pub fn store(&self) -> Arc<dyn ObjectStore> {
+        Arc::new(self.store.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn remote(prefix: &str) -> S3Remote {
+        let mut config = crate::config::load(None).unwrap().settings.remote;
+        config.bucket = Some("b".into());
+        config.prefix = prefix.into();
+        config.endpoint = Some("http://127.0.0.1:1".into());
+        S3Remote::new(&config).unwrap()
+    }
+
+    #[test]
+    fn keys_are_relative_paths_under_the_prefix_and_odd_names_are_refused() {
+        use std::os::unix::ffi::OsStrExt;
+        let r = remote("drops/in");
+        assert_eq!(
+            r.key(Path::new("a/b c.txt")).unwrap().as_ref(),
+            "drops/in/a/b c.txt"
+        );
+        assert_eq!(remote("").key(Path::new("x")).unwrap().as_ref(), "x");
+        let not_utf8 = Path::new(std::ffi::OsStr::from_bytes(b"caf\xe9"));
+        assert!(r.key(not_utf8).unwrap_err().message.contains("UTF-8"));
+        assert!(r.key(Path::new("new\nline")).is_err());
+    }
+}

@@ -1,0 +1,253 @@
+//! The WebDAV remote (nginx, Apache, Nextcloud, rclone serve, ...), over reqwest with rustls.
+//!
+//! A file is uploaded (PUT, streamed) to a temporary name in its destination collection and made
+//! visible by the directory linker with a MOVE, so a reader never sees a partial file. Parent
+//! collections are created with MKCOL the first time a directory is used (remembered for the
+//! life of the process), since many servers refuse a PUT into a missing collection.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use dropslot_actors::remote::{ContentStream, PublishItem, Remote, RemoteError, RemoteRef, Staged};
+use reqwest::{Method, StatusCode, Url};
+
+use super::{classify_transport, staging_name, status_error};
+use crate::config::{RemoteConfig, Secret};
+
+pub struct WebDavRemote {
+    client: reqwest::Client,
+    /// Always ends with `/`.
+    base: Url,
+    credentials: Option<(String, Secret)>,
+    /// Collections known to exist, relative to the base.
+    collections: Mutex<HashSet<PathBuf>>,
+}
+
+fn method(name: &'static str) -> Method {
+    Method::from_bytes(name.as_bytes()).expect("a valid method name")
+}
+
+impl WebDavRemote {
+    pub fn new(config: &RemoteConfig) -> Result<Self, String> {
+        let mut base = Url::parse(config.url.as_deref().unwrap_or_default())
+            .map_err(|e| format!("remote.url: {e}"))?;
+        if !base.path().ends_with('/') {
+            base.set_path(&format!("{}/", base.path()));
+        }
+        let client = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .read_timeout(config.timeout)
+            .build()
+            .map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
+        let credentials = match (&config.username, &config.password) {
+            (Some(user), password) => Some((
+                user.clone(),
+                password.clone().unwrap_or_else(|| Secret::new("")),
+            )),
+            (None, _) => None,
+        };
+        Ok(WebDavRemote {
+            client,
+            base,
+            credentials,
+            collections: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// The URL of `path` below the base; `collection` adds the trailing `/` MKCOL wants.
+    fn url(&self, path: &Path, collection: bool) -> Result<Url, RemoteError> {
+        let mut url = self.base.clone();
+        {
+            let mut segments = url.path_segments_mut().expect("an http(s) URL has a path");
+            segments.pop_if_empty();
+            for part in path.components() {
+                let part = part.as_os_str().to_str().ok_or_else(|| {
+                    RemoteError::permanent(format!(
+                        "{}: the name is not UTF-8, which WebDAV URLs must be",
+                        path.display()
+                    ))
+                })?;
+                segments.push(part);
+            }
+            if collection {
+                segments.push("");
+            }
+        }
+        Ok(url)
+    }
+
+    fn request(&self, method: Method, url: Url) -> reqwest::RequestBuilder {
+        let request = self.client.request(method, url);
+        match &self.credentials {
+            Some((user, password)) => request.basic_auth(user, Some(password.expose())),
+            None => request,
+        }
+    }
+
+    async fn send(
+        &self,
+        context: &str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<StatusCode, RemoteError> {
+        request
+            .send()
+            .await
+            .map(|response| response.status())
+            .map_err(|e| classify_transport(context, &e, self.base.as_str()))
+    }
+
+    /// Creates `dir` and its parents, starting with the base collection, unless known to exist.
+    async fn ensure_collection(&self, dir: &Path) -> Result<(), RemoteError> {
+        let mut so_far = PathBuf::new();
+        let levels = std::iter::once(None).chain(dir.components().map(Some));
+        for part in levels {
+            if let Some(part) = part {
+                so_far.push(part);
+            }
+            if self
+                .collections
+                .lock()
+                .expect("collections lock")
+                .contains(&so_far)
+            {
+                continue;
+            }
+            let context = format!(
+                "cannot create collection {}",
+                self.url(&so_far, true)?.path()
+            );
+            let status = self
+                .send(
+                    &context,
+                    self.request(method("MKCOL"), self.url(&so_far, true)?),
+                )
+                .await?;
+            // 405: it exists already (as a collection, or as a file, which the PUT then reports).
+            if !(status.is_success() || status == StatusCode::METHOD_NOT_ALLOWED) {
+                return Err(status_error(&context, status));
+            }
+            self.collections
+                .lock()
+                .expect("collections lock")
+                .insert(so_far.clone());
+        }
+        Ok(())
+    }
+
+    fn temp_path(path: &Path) -> PathBuf {
+        path.with_file_name(staging_name(path))
+    }
+}
+
+#[async_trait]
+impl Remote for WebDavRemote {
+    fn describe(&self) -> String {
+        // The URL as configured, minus any user:password@ in it.
+        let mut shown = self.base.clone();
+        let _ = shown.set_username("");
+        let _ = shown.set_password(None);
+        format!("WebDAV collection {shown}")
+    }
+
+    async fn check(&self) -> Result<(), RemoteError> {
+        let context = format!("cannot reach {}", self.describe());
+        let request = self
+            .request(method("PROPFIND"), self.base.clone())
+            .header("Depth", "0");
+        match self.send(&context, request).await? {
+            s if s.is_success() => Ok(()),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Err(RemoteError::permanent(
+                format!("{context}: access denied (check remote.username and remote.password)"),
+            )),
+            StatusCode::NOT_FOUND => Err(RemoteError::permanent(format!(
+                "{context}: no such collection"
+            ))),
+            s => Err(status_error(&context, s)),
+        }
+    }
+
+    async fn reconcile(&self, interrupted: Vec<PathBuf>) -> Result<(), RemoteError> {
+        for path in interrupted {
+            let context = format!("cannot clean up after {}", path.display());
+            let status = self
+                .send(
+                    &context,
+                    self.request(Method::DELETE, self.url(&Self::temp_path(&path), false)?),
+                )
+                .await?;
+            if !(status.is_success()
+                || status == StatusCode::NOT_FOUND
+                || status == StatusCode::CONFLICT)
+            {
+                return Err(status_error(&context, status));
+            }
+        }
+        Ok(())
+    }
+
+    async fn stage(
+        &self,
+        path: &Path,
+        size: u64,
+        content: ContentStream,
+    ) -> Result<Staged, RemoteError> {
+        let url = self.url(&Self::temp_path(path), false)?;
+        self.ensure_collection(path.parent().unwrap_or(Path::new("")))
+            .await?;
+        let context = format!("cannot upload {}", path.display());
+        let request = self
+            .request(Method::PUT, url)
+            .header(reqwest::header::CONTENT_LENGTH, size)
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(reqwest::Body::wrap_stream(content));
+        match self.send(&context, request).await? {
+            s if s.is_success() => Ok(Staged(String::new())),
+            s => Err(status_error(&context, s)),
+        }
+    }
+
+    async fn publish(&self, items: Vec<PublishItem>) -> Vec<Result<RemoteRef, RemoteError>> {
+        let mut results = Vec::with_capacity(items.len());
+        for item in &items {
+            results.push(self.move_into_place(&item.path).await);
+        }
+        results
+    }
+
+    async fn discard(&self, path: &Path, _staged: Staged) {
+        if let Ok(url) = self.url(&Self::temp_path(path), false) {
+            let _ = self.request(Method::DELETE, url).send().await;
+        }
+    }
+
+    async fn delete(&self, path: &Path) -> Result<(), RemoteError> {
+        let context = format!("cannot delete {}", path.display());
+        match self
+            .send(
+                &context,
+                self.request(Method::DELETE, self.url(path, false)?),
+            )
+            .await?
+        {
+            s if s.is_success() || s == StatusCode::NOT_FOUND => Ok(()),
+            s => Err(status_error(&context, s)),
+        }
+    }
+}
+
+impl WebDavRemote {
+    async fn move_into_place(&self, path: &Path) -> Result<RemoteRef, RemoteError> {
+        let context = format!("cannot publish {}", path.display());
+        let destination = self.url(path, false)?;
+        let request = self
+            .request(method("MOVE"), self.url(&Self::temp_path(path), false)?)
+            .header("Destination", destination.as_str())
+            .header("Overwrite", "T");
+        match self.send(&context, request).await? {
+            s if s.is_success() => Ok(RemoteRef(path.display().to_string())),
+            s => Err(status_error(&context, s)),
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! Real servers for the remote tests, each started by the test that needs it on a free loopback
+//! port, stoppable and restartable (for outage tests), and killed when dropped. The programs are
+//! installed by `scripts/test-servers.sh` (by package name); without them a test says it is
+//! skipped, unless `DROPSLOT_REQUIRE_SERVERS` is set (CI), where it fails.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn servers_dir() -> PathBuf {
+    std::env::var_os("TEST_SERVERS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/dropslot-test-servers")
+        })
+}
+
+/// The program at `env` or `default`, or `None` (after saying the test is skipped).
+fn program(env: &str, default: PathBuf, what: &str) -> Option<PathBuf> {
+    let path = std::env::var_os(env).map(PathBuf::from).unwrap_or(default);
+    if path.exists() {
+        return Some(path);
+    }
+    let message = format!(
+        "{what} not found at {} (run scripts/test-servers.sh)",
+        path.display()
+    );
+    if std::env::var_os("DROPSLOT_REQUIRE_SERVERS").is_some() {
+        panic!("{message}");
+    }
+    eprintln!("SKIPPED: {message}");
+    None
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct Server {
+    command: Vec<String>,
+    child: Option<Child>,
+    pub port: u16,
+    /// Scratch space for the server (its data and logs); removed with the test's tempdir.
+    pub dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn launch(command: Vec<String>, port: u16, dir: tempfile::TempDir) -> Server {
+        let mut server = Server {
+            command,
+            child: None,
+            port,
+            dir,
+        };
+        server.start();
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts (again) on the same port and waits until it accepts connections.
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let log = std::fs::File::create(self.dir.path().join("server.log")).unwrap();
+        let child = Command::new(&self.command[0])
+            .args(&self.command[1..])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .env_remove("AWS_CA_BUNDLE")
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.command[0]));
+        self.child = Some(child);
+        let start = Instant::now();
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                let log =
+                    std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
+                panic!("{} exited with {status}:\n{log}", self.command[0]);
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "{} did not listen within 60 s",
+                self.command[0]
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops the server (SIGTERM, so nginx's master takes its workers along; SIGKILL after
+    /// 10 s) and waits until the port refuses connections. [`Server::start`] reuses the port.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let start = Instant::now();
+        while child.try_wait().unwrap().is_none() && start.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        while TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "port {} still answers",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// moto's S3 server: accepts any credentials, keeps objects in memory.
+    pub fn moto() -> Option<Server> {
+        let bin = program(
+            "MOTO_SERVER",
+            servers_dir().join("moto/bin/moto_server"),
+            "moto_server",
+        )?;
+        let port = free_port();
+        let dir = tempfile::tempdir().unwrap();
+        let command = vec![
+            bin.display().to_string(),
+            "-H".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            port.to_string(),
+        ];
+        Some(Server::launch(command, port, dir))
+    }
+
+    /// s3rver: checks credentials (`S3RVER` / `S3RVER`), keeps objects on disk (so they survive
+    /// a restart), and creates `bucket` at start.
+    pub fn s3rver(bucket: &str) -> Option<Server> {
+        let script = program(
+            "S3RVER",
+            servers_dir().join("s3rver/node_modules/s3rver/bin/s3rver.js"),
+            "s3rver",
+        )?;
+        let port = free_port();
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        let command = vec![
+            "node".into(),
+            script.display().to_string(),
+            "-d".into(),
+            data.display().to_string(),
+            "-a".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            port.to_string(),
+            "-s".into(),
+            "--no-vhost-buckets".into(),
+            "--configure-bucket".into(),
+            bucket.into(),
+        ];
+        Some(Server::launch(command, port, dir))
+    }
+
+    /// nginx with its WebDAV modules serving `<dir>/root`; with `htpasswd`, basic auth is on.
+    pub fn nginx(htpasswd: Option<&str>) -> Option<Server> {
+        let bin = program("NGINX", PathBuf::from("/usr/sbin/nginx"), "nginx")?;
+        let module = Path::new("/usr/lib/nginx/modules/ngx_http_dav_ext_module.so");
+        let port = free_port();
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(dir.path().join("tmp")).unwrap();
+        std::fs::create_dir_all(&root).unwrap();
+        let auth = match htpasswd {
+            Some(line) => {
+                let file = dir.path().join("htpasswd");
+                std::fs::write(&file, format!("{line}\n")).unwrap();
+                format!(
+                    "auth_basic \"dropslot\"; auth_basic_user_file {};",
+                    file.display()
+                )
+            }
+            None => String::new(),
+        };
+        let load = if module.exists() {
+            format!("load_module {};", module.display())
+        } else {
+            String::new()
+        };
+        let d = dir.path().display();
+        let conf = format!(
+            "{load}\nuser root;\nworker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
+             events {{ worker_connections 256; }}\n\
+             http {{ access_log off; client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp; fastcgi_temp_path {d}/tmp;\n\
+               uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp;\n\
+               server {{ listen 127.0.0.1:{port}; root {root}; client_max_body_size 0; {auth}\n\
+                 dav_methods PUT DELETE MKCOL COPY MOVE; dav_ext_methods PROPFIND OPTIONS;\n\
+                 dav_access user:rw group:r all:r; autoindex on; }} }}\n",
+            root = root.display()
+        );
+        let conf_file = dir.path().join("nginx.conf");
+        std::fs::write(&conf_file, conf).unwrap();
+        let command = vec![
+            bin.display().to_string(),
+            "-c".into(),
+            conf_file.display().to_string(),
+            "-p".into(),
+            d.to_string(),
+        ];
+        Some(Server::launch(command, port, dir))
+    }
+
+    /// nginx's document root: what the WebDAV server stores.
+    pub fn webdav_root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
