@@ -454,6 +454,54 @@ mod tests {
     }
 
     #[test]
+    fn example_remote_configs_are_valid() {
+        for example in [
+            "remote-aws-s3.toml",
+            "remote-minio.toml",
+            "remote-webdav.toml",
+        ] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("config")
+                .join(example);
+            let loaded = load(Some(&path)).unwrap_or_else(|e| panic!("{example}: {e}"));
+            assert_ne!(loaded.settings.remote.kind, RemoteKind::Local, "{example}");
+        }
+    }
+
+    #[test]
+    fn remote_settings_are_checked_per_kind() {
+        let err = load_str("[remote]\nkind = \"s3\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("remote.bucket"), "{err}");
+        let err = load_str("[remote]\nkind = \"s3\"\nbucket = \"b\"\npart_size = \"1MiB\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("remote.part_size"), "{err}");
+        let err = load_str("[remote]\nkind = \"webdav\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("remote.url"), "{err}");
+        let err = load_str("[remote]\nkind = \"webdav\"\nurl = \"http://u:p@h/\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("remote.url") && !err.contains("u:p"), "{err}");
+        let err = load_str("[remote]\nkind = \"ftp\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("remote.kind"), "{err}");
+    }
+
+    #[test]
+    fn secrets_do_not_show_in_debug_output() {
+        let loaded = load_str(
+            "[remote]\nkind = \"s3\"\nbucket = \"b\"\nsecret_access_key = \"s3cr3t-value\"\n",
+        )
+        .unwrap();
+        assert!(!format!("{:?}", loaded.settings).contains("s3cr3t-value"));
+    }
+
+    #[test]
     fn state_dir_inside_drop_folder_is_ignored() {
         let loaded =
             load_str("[watch]\npath = \"/x/drop\"\n[state]\ndir = \"/x/drop/.state\"\n").unwrap();

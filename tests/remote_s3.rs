@@ -89,7 +89,7 @@ fn tree_of_small_files_rewrites_and_deletions_reach_s3_intact() {
         .set("upload.slots", "8")
         .set("debounce.quiet", "400ms");
     let daemon = env.spawn();
-    let files: Vec<(String, Vec<u8>)> = (0..1000)
+    let files: Vec<(String, Vec<u8>)> = (0..2000)
         .map(|i| {
             (
                 format!("d{}/s{}/f-{i}.txt", i % 10, i % 3),
@@ -110,7 +110,7 @@ fn tree_of_small_files_rewrites_and_deletions_reach_s3_intact() {
     let store = client(&server, "test", "test");
     let rt = runtime();
     wait_until("all objects downloaded back equal", Some(&daemon), || {
-        env.ledger().status().unwrap().published >= 1001
+        env.ledger().status().unwrap().published >= 2001
     });
     for (rel, content) in &files {
         assert!(remote_has(&rt, &store, rel, content), "{rel} differs on S3");
@@ -267,7 +267,7 @@ fn every_file_arrives_when_the_server_is_stopped_mid_run_and_started_again() {
 }
 
 #[test]
-fn check_names_the_problem_refused_or_no_such_bucket() {
+fn check_names_the_problem_no_such_bucket_refused_or_unknown_host() {
     let Some(server) = Server::moto() else { return };
     let mut env = Env::new();
     use_s3(&mut env, &server, "test", "test");
@@ -282,4 +282,10 @@ fn check_names_the_problem_refused_or_no_such_bucket() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("connection refused"), "{stdout}");
+
+    env.set("remote.endpoint", "http://no-such-host.invalid:9000");
+    let out = env.command(&["check"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("unknown host"), "{stdout}");
 }

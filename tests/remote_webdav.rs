@@ -42,7 +42,7 @@ fn tree_rewrites_and_deletions_reach_webdav_intact_and_no_partial_names_remain()
         .set("upload.slots", "8")
         .set("debounce.quiet", "400ms");
     let daemon = env.spawn();
-    let files: Vec<(String, Vec<u8>)> = (0..1500)
+    let files: Vec<(String, Vec<u8>)> = (0..2500)
         .map(|i| {
             (
                 format!("a{}/b{}/file {i}.txt", i % 15, i % 4),
@@ -60,7 +60,7 @@ fn tree_rewrites_and_deletions_reach_webdav_intact_and_no_partial_names_remain()
         std::thread::sleep(Duration::from_millis(20));
     }
     wait_until("everything published", Some(&daemon), || {
-        env.ledger().status().unwrap().published >= 1501
+        env.ledger().status().unwrap().published >= 2501
     });
     for (rel, content) in files.iter().step_by(50) {
         assert_eq!(

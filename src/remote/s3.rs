@@ -34,8 +34,14 @@ use crate::config::RemoteConfig;
 /// Parallel PUTs (or multipart completions) from the linker, and per batch.
 const PUBLISH_CONCURRENCY: usize = 16;
 
+/// Staged small files wait in memory for the linker; together they may hold at most this many
+/// times `multipart_threshold`, so staging waits when publishing falls behind.
+const STAGED_BUDGET_FACTOR: u64 = 4;
+/// The unit of that budget, in bytes.
+const BUDGET_UNIT: u64 = 64 * 1024;
+
 enum StagedObject {
-    Small(Bytes),
+    Small(Bytes, tokio::sync::OwnedSemaphorePermit),
     Multipart(Box<dyn MultipartUpload>),
 }
 
@@ -52,6 +58,8 @@ pub struct S3Remote {
     secrets: Vec<String>,
     /// Requests the linker's batches may have in flight at once, across all directories.
     publishing: tokio::sync::Semaphore,
+    /// Memory for staged small files, in [`BUDGET_UNIT`]s.
+    staged_budget: Arc<tokio::sync::Semaphore>,
 }
 
 /// Credentials from an AWS shared credentials file (`AWS_PROFILE`, else `default`).
@@ -132,6 +140,10 @@ impl S3Remote {
             next_token: AtomicU64::new(0),
             secrets,
             publishing: tokio::sync::Semaphore::new(PUBLISH_CONCURRENCY),
+            staged_budget: Arc::new(tokio::sync::Semaphore::new(
+                (STAGED_BUDGET_FACTOR * config.multipart_threshold.as_u64()).div_ceil(BUDGET_UNIT)
+                    as usize,
+            )),
         })
     }
 
@@ -278,12 +290,12 @@ impl S3Remote {
             ))
         })?;
         let result = match object {
-            StagedObject::Small(bytes) => {
+            StagedObject::Small(bytes, permit) => {
                 match self.store.put(&key, PutPayload::from(bytes.clone())).await {
                     Ok(_) => Ok(()),
                     Err(e) => Err((
                         self.describe_error("cannot upload", &item.path, e),
-                        StagedObject::Small(bytes),
+                        StagedObject::Small(bytes, permit),
                     )),
                 }
             }
@@ -350,13 +362,20 @@ impl Remote for S3Remote {
         if size > self.multipart_threshold {
             return self.stage_multipart(path, &key, content).await;
         }
+        let units = (size.div_ceil(BUDGET_UNIT) as u32).max(1);
+        let permit = self
+            .staged_budget
+            .clone()
+            .acquire_many_owned(units)
+            .await
+            .expect("semaphore never closed");
         let mut bytes = BytesMut::with_capacity(size as usize);
         while let Some(chunk) = content.next().await {
             let chunk = chunk
                 .map_err(|e| RemoteError::transient(format!("reading {}: {e}", path.display())))?;
             bytes.extend_from_slice(&chunk);
         }
-        Ok(self.stash(StagedObject::Small(bytes.freeze())))
+        Ok(self.stash(StagedObject::Small(bytes.freeze(), permit)))
     }
 
     async fn publish(&self, items: Vec<PublishItem>) -> Vec<Result<RemoteRef, RemoteError>> {
