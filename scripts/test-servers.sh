@@ -3,6 +3,7 @@
 #   - moto[server] (PyPI)    an S3 implementation, any credentials, objects in memory
 #   - s3rver (npm)           an S3 implementation that checks credentials, objects on disk
 #   - nginx-extras (Debian)  nginx with the WebDAV modules
+#   - tahoe-lafs (PyPI)      a Tahoe-LAFS grid (introducer, storage node, gateway)
 # Idempotent. Everything but nginx goes under $TEST_SERVERS_DIR (default ~/.cache/dropslot-test-servers);
 # the tests find the programs there (or through MOTO_SERVER, S3RVER, NGINX). Each test starts
 # and stops its own server processes on free loopback ports.
@@ -24,6 +25,10 @@ fi
 if [ ! -x "$dir/moto/bin/moto_server" ]; then
   python3 -m venv "$dir/moto"
   "$dir/moto/bin/pip" install -q 'moto[server]==5.2.5'
+fi
+if [ ! -x "$dir/tahoe/bin/tahoe" ]; then
+  python3 -m venv "$dir/tahoe"
+  "$dir/tahoe/bin/pip" install -q 'tahoe-lafs==1.20.0'
 fi
 if [ ! -f "$dir/s3rver/node_modules/s3rver/bin/s3rver.js" ]; then
   mkdir -p "$dir/s3rver"

@@ -87,6 +87,7 @@ pub enum RemoteKind {
     Local,
     S3,
     Webdav,
+    Tahoe,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -134,6 +135,12 @@ pub struct RemoteConfig {
     pub username: Option<String>,
     #[serde(default)]
     pub password: Option<Secret>,
+    /// `tahoe`: the gateway's web API.
+    pub gateway: String,
+    /// `tahoe`: a file holding the target directory's write-cap, optionally followed by
+    /// `/sub/dir`.
+    #[serde(default)]
+    pub dircap_file: Option<PathBuf>,
     /// `s3` and `webdav`: a request that makes no progress for this long fails (and is retried).
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
@@ -167,6 +174,7 @@ impl RemoteConfig {
             RemoteKind::Local => "local",
             RemoteKind::S3 => "s3",
             RemoteKind::Webdav => "webdav",
+            RemoteKind::Tahoe => "tahoe",
         }
     }
 }
@@ -355,6 +363,12 @@ impl Settings {
                     reqwest::Url::parse(endpoint)
                         .map_err(|e| ("remote.endpoint", format!("not a URL: {e}")))?;
                 }
+                Ok(())
+            }
+            RemoteKind::Tahoe => {
+                required("remote.dircap_file", r.dircap_file.is_some())?;
+                reqwest::Url::parse(&r.gateway)
+                    .map_err(|e| ("remote.gateway", format!("not a URL: {e}")))?;
                 Ok(())
             }
             RemoteKind::Webdav => {

@@ -4,6 +4,7 @@
 
 pub mod local;
 pub mod s3;
+pub mod tahoe;
 pub mod webdav;
 
 use std::error::Error as StdError;
@@ -21,6 +22,7 @@ pub fn build(config: &RemoteConfig) -> anyhow::Result<Arc<dyn Remote>> {
         RemoteKind::Webdav => {
             Arc::new(webdav::WebDavRemote::new(config).map_err(anyhow::Error::msg)?)
         }
+        RemoteKind::Tahoe => Arc::new(tahoe::TahoeRemote::new(config).map_err(anyhow::Error::msg)?),
     })
 }
 

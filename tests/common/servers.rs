@@ -50,7 +50,7 @@ pub struct Server {
 }
 
 impl Server {
-    fn launch(command: Vec<String>, port: u16, dir: tempfile::TempDir) -> Server {
+    pub fn launch(command: Vec<String>, port: u16, dir: tempfile::TempDir) -> Server {
         let mut server = Server {
             command,
             child: None,
@@ -217,6 +217,172 @@ impl Server {
     /// nginx's document root: what the WebDAV server stores.
     pub fn webdav_root(&self) -> PathBuf {
         self.dir.path().join("root")
+    }
+}
+
+/// A minimal Tahoe-LAFS grid on loopback: an introducer, one storage node and a gateway, all
+/// with 1-of-1 encoding, and a fresh mutable directory whose write-cap is `dircap`.
+pub struct TahoeGrid {
+    pub introducer: Server,
+    pub storage: Server,
+    pub gateway: Server,
+    pub dircap: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl TahoeGrid {
+    pub fn start() -> Option<TahoeGrid> {
+        let python = program(
+            "TAHOE_PYTHON",
+            servers_dir().join("tahoe/bin/python3"),
+            "tahoe-lafs",
+        )?;
+        let launcher = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/tahoe_loopback.py");
+        let dir = tempfile::tempdir().unwrap();
+        let tahoe = |args: &[String]| {
+            let out = Command::new(&python)
+                .arg(&launcher)
+                .args(args)
+                .output()
+                .expect("tahoe");
+            assert!(
+                out.status.success(),
+                "tahoe {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let node = |name: &str| dir.path().join(name).display().to_string();
+        let run = |name: &str, port: u16| {
+            let command = vec![
+                python.display().to_string(),
+                launcher.display().to_string(),
+                "run".into(),
+                "--allow-stdin-close".into(),
+                node(name),
+            ];
+            Server::launch(command, port, tempfile::tempdir().unwrap())
+        };
+        let (intro_port, storage_port, web_port) = (free_port(), free_port(), free_port());
+        let listen = |port: u16| {
+            vec![
+                "--listen=tcp".to_string(),
+                format!("--port=tcp:{port}:interface=127.0.0.1"),
+                format!("--location=tcp:127.0.0.1:{port}"),
+            ]
+        };
+        let one_of_one =
+            ["--shares-needed=1", "--shares-happy=1", "--shares-total=1"].map(String::from);
+        tahoe(
+            &[
+                vec!["create-introducer".to_string()],
+                listen(intro_port),
+                vec![node("introducer")],
+            ]
+            .concat(),
+        );
+        let introducer = run("introducer", intro_port);
+        let furl_file = dir.path().join("introducer/private/introducer.furl");
+        let start = Instant::now();
+        while std::fs::metadata(&furl_file).map(|m| m.len()).unwrap_or(0) == 0 {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "no introducer furl"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let furl = std::fs::read_to_string(&furl_file)
+            .unwrap()
+            .trim()
+            .to_string();
+        tahoe(
+            &[
+                vec![
+                    "create-node".into(),
+                    "--nickname=storage0".into(),
+                    format!("--introducer={furl}"),
+                    "--webport=none".into(),
+                ],
+                listen(storage_port),
+                one_of_one.to_vec(),
+                vec![node("storage")],
+            ]
+            .concat(),
+        );
+        let storage = run("storage", storage_port);
+        tahoe(
+            &[
+                vec![
+                    "create-client".into(),
+                    "--nickname=gateway".into(),
+                    format!("--introducer={furl}"),
+                    format!("--webport=tcp:{web_port}:interface=127.0.0.1"),
+                ],
+                one_of_one.to_vec(),
+                vec![node("client")],
+            ]
+            .concat(),
+        );
+        let gateway = run("client", web_port);
+        let mut grid = TahoeGrid {
+            introducer,
+            storage,
+            gateway,
+            dircap: String::new(),
+            dir,
+        };
+        grid.wait_connected();
+        let out = grid.curl(&["-X", "POST", &format!("{}/uri?t=mkdir", grid.gateway.url())]);
+        assert!(out.starts_with("URI:DIR2:"), "mkdir answered {out}");
+        grid.dircap = out;
+        Some(grid)
+    }
+
+    /// Waits until the gateway sees the storage server (after a start or restart).
+    pub fn wait_connected(&self) {
+        let start = Instant::now();
+        loop {
+            let status = self.curl(&[&format!("{}/?t=json", self.gateway.url())]);
+            if status.contains("\"connection_status\": \"connected")
+                || status.contains("\"connection_status\":\"connected")
+            {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(120),
+                "gateway never connected: {status}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    pub fn curl(&self, args: &[&str]) -> String {
+        let out = Command::new("curl")
+            .args(["-s", "-H", "Accept: text/plain"])
+            .args(args)
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// The JSON listing of `rel` below the dircap.
+    pub fn list(&self, rel: &str) -> serde_json::Value {
+        let url = format!("{}/uri/{}/{}?t=json", self.gateway.url(), self.dircap, rel);
+        serde_json::from_str(&self.curl(&[&url])).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Downloads a file by its path below the dircap.
+    pub fn download(&self, rel: &str) -> Option<Vec<u8>> {
+        let url = format!(
+            "{}/uri/{}/{}",
+            self.gateway.url(),
+            self.dircap,
+            rel.replace(' ', "%20")
+        );
+        let out = Command::new("curl")
+            .args(["-s", "-f", &url])
+            .output()
+            .expect("curl");
+        out.status.success().then_some(out.stdout)
     }
 }
 

@@ -1,0 +1,357 @@
+//! The Tahoe-LAFS remote: publishes into a mutable directory of a grid through a gateway's web
+//! API. The directory's write-cap is read from a file (`remote.dircap_file`, like Tahoe's own
+//! `private/drop_upload_dircap`), optionally followed by `/sub/dir` to publish below the root.
+//!
+//! Upload slots upload contents as immutable files (`PUT /uri`, streamed) in parallel; the
+//! directory linker, the only writer of each mutable directory, links a whole batch with one
+//! `t=set_children` (a directory update rewrites the whole directory, so one update for many
+//! files instead of one each). Subdirectories mirroring the local tree are created one at a time
+//! (creating one writes its parent), so no directory is ever written by two requests at once:
+//! concurrent writes to one mutable directory can fail or silently lose entries.
+//!
+//! Caps are secrets: URLs containing them never reach an error message (reqwest errors are
+//! stripped of their URL) and the write-cap is scrubbed from any text the gateway returns.
+
+use std::collections::HashSet;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use dropslot_actors::remote::{ContentStream, PublishItem, Remote, RemoteError, RemoteRef, Staged};
+use reqwest::{StatusCode, Url};
+
+use super::classify_transport;
+use crate::config::{RemoteConfig, Secret};
+
+pub struct TahoeRemote {
+    client: reqwest::Client,
+    /// The gateway's base URL, ending with `/`.
+    gateway: Url,
+    dircap: Secret,
+    /// Where below the dircap files go (may be empty).
+    base: PathBuf,
+    /// Directories known to exist, relative to the dircap.
+    directories: Mutex<HashSet<PathBuf>>,
+    /// Creating a directory writes its parent: one creation at a time.
+    mkdir: tokio::sync::Mutex<()>,
+}
+
+/// Splits `URI:DIR2:...[/sub/dir]` into the cap and the path below it.
+fn parse_dircap(text: &str) -> Result<(Secret, PathBuf), String> {
+    let text = text.trim();
+    let (cap, below) = text.split_once('/').unwrap_or((text, ""));
+    if !cap.starts_with("URI:DIR2:") && !cap.starts_with("URI:DIR2-MDMF:") {
+        return Err("does not hold a Tahoe directory write-cap (URI:DIR2:...)".into());
+    }
+    let below = PathBuf::from(below.trim_matches('/'));
+    if below
+        .components()
+        .any(|c| !matches!(c, Component::Normal(_)))
+    {
+        return Err("the path after the cap must be plain names separated by '/'".into());
+    }
+    Ok((Secret::new(cap), below))
+}
+
+fn utf8_name<'a>(path: &'a Path, name: &'a std::ffi::OsStr) -> Result<&'a str, RemoteError> {
+    name.to_str().ok_or_else(|| {
+        RemoteError::permanent(format!(
+            "{}: the name is not UTF-8, which Tahoe names must be",
+            path.display()
+        ))
+    })
+}
+
+impl TahoeRemote {
+    pub fn new(config: &RemoteConfig) -> Result<Self, String> {
+        let file = config
+            .dircap_file
+            .as_ref()
+            .ok_or("remote.dircap_file is required for remote.kind = \"tahoe\"")?;
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| format!("remote.dircap_file {}: {e}", file.display()))?;
+        let (dircap, base) = parse_dircap(&text)
+            .map_err(|e| format!("remote.dircap_file {}: {e}", file.display()))?;
+        let mut gateway =
+            Url::parse(&config.gateway).map_err(|e| format!("remote.gateway: {e}"))?;
+        if !gateway.path().ends_with('/') {
+            gateway.set_path(&format!("{}/", gateway.path()));
+        }
+        let client = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .read_timeout(config.timeout)
+            .build()
+            .map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
+        Ok(TahoeRemote {
+            client,
+            gateway,
+            dircap,
+            base,
+            directories: Mutex::new(HashSet::new()),
+            mkdir: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// `gateway/uri/<dircap>/<base>/<rel>`
+    fn url(&self, rel: &Path) -> Result<Url, RemoteError> {
+        let mut url = self.gateway.clone();
+        {
+            let mut segments = url.path_segments_mut().expect("an http(s) URL has a path");
+            segments
+                .pop_if_empty()
+                .push("uri")
+                .push(self.dircap.expose());
+            for part in self.base.join(rel).components() {
+                segments.push(utf8_name(rel, part.as_os_str())?);
+            }
+        }
+        Ok(url)
+    }
+
+    fn scrub(&self, text: &str) -> String {
+        text.replace(self.dircap.expose(), "<dircap>")
+    }
+
+    async fn send(
+        &self,
+        context: &str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<(StatusCode, String), RemoteError> {
+        let response = request
+            .header("Accept", "text/plain")
+            .send()
+            .await
+            .map_err(|e| classify_transport(context, &e.without_url(), self.gateway.as_str()))?;
+        let status = response.status();
+        let body = response
+            .text()
+            .await
+            .map_err(|e| classify_transport(context, &e.without_url(), self.gateway.as_str()))?;
+        Ok((status, body))
+    }
+
+    /// Wording and retry decision for an answer that is not success. Storage servers not
+    /// connected (yet) gives 500 NoServersError or 410: both are worth retrying.
+    fn failure(&self, context: &str, status: StatusCode, body: &str) -> RemoteError {
+        // A Python traceback says what went wrong on its last line.
+        let mut lines = body.lines().map(str::trim).filter(|l| !l.is_empty());
+        let telling = if body.contains("Traceback (most recent call last)") {
+            lines.next_back()
+        } else {
+            lines.next()
+        };
+        let message = format!(
+            "{context}: the gateway answered {status}: {}",
+            self.scrub(telling.unwrap_or(""))
+        );
+        if status.is_server_error()
+            || status == StatusCode::GONE
+            || status == StatusCode::TOO_MANY_REQUESTS
+        {
+            RemoteError::transient(message)
+        } else {
+            RemoteError::permanent(message)
+        }
+    }
+
+    /// Creates `dir` (relative to the target) and its parents unless known to exist.
+    async fn ensure_directory(&self, dir: &Path) -> Result<(), RemoteError> {
+        let full = self.base.join(dir);
+        if full.as_os_str().is_empty() || self.directories.lock().expect("lock").contains(&full) {
+            return Ok(());
+        }
+        let _one_at_a_time = self.mkdir.lock().await;
+        if self.directories.lock().expect("lock").contains(&full) {
+            return Ok(());
+        }
+        let context = format!("cannot create directory {}", dir.display());
+        let mut url = self.url(dir)?;
+        url.query_pairs_mut().append_pair("t", "mkdir");
+        let (status, body) = self.send(&context, self.client.post(url)).await?;
+        if !status.is_success() {
+            return Err(self.failure(&context, status, &body));
+        }
+        self.directories.lock().expect("lock").insert(full);
+        Ok(())
+    }
+
+    /// Names in `dir` that are directories (a file must never replace one).
+    async fn subdirectory_names(&self, dir: &Path) -> Result<HashSet<String>, RemoteError> {
+        let context = format!("cannot list directory {}", dir.display());
+        let mut url = self.url(dir)?;
+        url.query_pairs_mut().append_pair("t", "json");
+        let (status, body) = self.send(&context, self.client.get(url)).await?;
+        if !status.is_success() {
+            return Err(self.failure(&context, status, &body));
+        }
+        let listing: serde_json::Value = serde_json::from_str(&body)
+            .map_err(|e| RemoteError::transient(format!("{context}: unreadable listing: {e}")))?;
+        Ok(listing[1]["children"]
+            .as_object()
+            .map(|children| {
+                children
+                    .iter()
+                    .filter(|(_, child)| child[0] == "dirnode")
+                    .map(|(name, _)| name.clone())
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    async fn link_batch(
+        &self,
+        dir: &Path,
+        items: &[PublishItem],
+    ) -> Vec<Result<RemoteRef, RemoteError>> {
+        if let Err(e) = self.ensure_directory(dir).await {
+            return items.iter().map(|_| Err(e.clone())).collect();
+        }
+        let subdirectories = match self.subdirectory_names(dir).await {
+            Ok(names) => names,
+            Err(e) => return items.iter().map(|_| Err(e.clone())).collect(),
+        };
+        let mut results: Vec<Result<RemoteRef, RemoteError>> = Vec::with_capacity(items.len());
+        let mut children = serde_json::Map::new();
+        for item in items {
+            let name = item.path.file_name().unwrap_or_default();
+            let result = utf8_name(&item.path, name).and_then(|name| {
+                if subdirectories.contains(name) {
+                    return Err(RemoteError::permanent(format!(
+                        "cannot publish {}: a directory of that name is in the way on the grid",
+                        item.path.display()
+                    )));
+                }
+                // The last of several versions of one name in a batch wins, as it would locally.
+                children.insert(
+                    name.to_string(),
+                    serde_json::json!(["filenode", {"ro_uri": item.staged.0}]),
+                );
+                Ok(RemoteRef(item.staged.0.clone()))
+            });
+            results.push(result);
+        }
+        if children.is_empty() {
+            return results;
+        }
+        let context = format!(
+            "cannot link {} file(s) into {}",
+            children.len(),
+            dir.display()
+        );
+        let mut url = match self.url(dir) {
+            Ok(url) => url,
+            Err(e) => return items.iter().map(|_| Err(e.clone())).collect(),
+        };
+        url.query_pairs_mut().append_pair("t", "set_children");
+        let body = serde_json::Value::Object(children).to_string();
+        let linked = match self.send(&context, self.client.post(url).body(body)).await {
+            Ok((status, _)) if status.is_success() => Ok(()),
+            Ok((status, body)) => Err(self.failure(&context, status, &body)),
+            Err(e) => Err(e),
+        };
+        match linked {
+            Ok(()) => results,
+            Err(e) => results.into_iter().map(|r| r.and(Err(e.clone()))).collect(),
+        }
+    }
+}
+
+#[async_trait]
+impl Remote for TahoeRemote {
+    fn describe(&self) -> String {
+        let below = if self.base.as_os_str().is_empty() {
+            String::new()
+        } else {
+            format!(" (below {})", self.base.display())
+        };
+        format!("Tahoe-LAFS directory via gateway {}{below}", self.gateway)
+    }
+
+    async fn check(&self) -> Result<(), RemoteError> {
+        let context = format!("cannot reach the target directory through {}", self.gateway);
+        let mut url = self.url(Path::new(""))?;
+        url.query_pairs_mut().append_pair("t", "json");
+        let (status, body) = self.send(&context, self.client.get(url)).await?;
+        match status {
+            s if s.is_success() && body.starts_with("[\"dirnode\"") => Ok(()),
+            s if s.is_success() => Err(RemoteError::permanent(format!("{context}: the cap is not a directory"))),
+            StatusCode::GONE => Err(RemoteError::permanent(format!(
+                "{context}: the grid does not know the directory cap (or no storage server is connected)"
+            ))),
+            StatusCode::NOT_FOUND => Err(RemoteError::permanent(format!("{context}: no such subdirectory below the cap"))),
+            s => Err(self.failure(&context, s, &body)),
+        }
+    }
+
+    async fn reconcile(&self, _interrupted: Vec<PathBuf>) -> Result<(), RemoteError> {
+        // An interrupted upload left at most an unlinked immutable file, which nothing reads
+        // and whose leases expire: nothing to clean up.
+        Ok(())
+    }
+
+    async fn stage(
+        &self,
+        path: &Path,
+        size: u64,
+        content: ContentStream,
+    ) -> Result<Staged, RemoteError> {
+        let context = format!("cannot upload {}", path.display());
+        let mut url = self.gateway.clone();
+        url.path_segments_mut()
+            .expect("an http(s) URL has a path")
+            .pop_if_empty()
+            .push("uri");
+        let request = self
+            .client
+            .put(url)
+            .header(reqwest::header::CONTENT_LENGTH, size)
+            .body(reqwest::Body::wrap_stream(content));
+        let (status, body) = self.send(&context, request).await?;
+        let cap = body.trim();
+        if status.is_success() && cap.starts_with("URI:") {
+            Ok(Staged(cap.to_string()))
+        } else {
+            Err(self.failure(&context, status, &body))
+        }
+    }
+
+    async fn publish(&self, items: Vec<PublishItem>) -> Vec<Result<RemoteRef, RemoteError>> {
+        let dir = items
+            .first()
+            .and_then(|i| i.path.parent())
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        self.link_batch(&dir, &items).await
+    }
+
+    async fn discard(&self, _path: &Path, _staged: Staged) {
+        // Immutable files cannot be deleted; an unlinked one is unreachable and its leases expire.
+    }
+
+    async fn delete(&self, path: &Path) -> Result<(), RemoteError> {
+        let context = format!("cannot unlink {}", path.display());
+        let (status, body) = self
+            .send(&context, self.client.delete(self.url(path)?))
+            .await?;
+        match status {
+            s if s.is_success() || s == StatusCode::NOT_FOUND => Ok(()),
+            s => Err(self.failure(&context, s, &body)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dircap_files_may_name_a_path_below_the_cap() {
+        let (cap, below) = parse_dircap("URI:DIR2:abc:def/photos/2026\n").unwrap();
+        assert_eq!(cap.expose(), "URI:DIR2:abc:def");
+        assert_eq!(below, PathBuf::from("photos/2026"));
+        let (_, below) = parse_dircap("URI:DIR2:abc:def").unwrap();
+        assert!(below.as_os_str().is_empty());
+        assert!(parse_dircap("URI:CHK:abc").is_err());
+        assert!(parse_dircap("URI:DIR2:abc/../x").is_err());
+    }
+}
