@@ -97,27 +97,14 @@ fn nested_tree_rewrites_replacement_and_deletion_reach_the_grid() {
     wait_until("deletion unlinks the child", Some(&daemon), || {
         child_kind(&grid.list("drops/in/p1/q1"), "f1.txt").is_none()
     });
+    let log_file = daemon.log.clone();
     assert!(daemon.stop().success());
-    let log = std::fs::read_to_string(&daemon_log(&env)).unwrap_or_default();
+    let log = std::fs::read_to_string(log_file).unwrap_or_default();
     let cap_secret = grid.dircap.split(':').nth(2).unwrap();
     assert!(
         !log.contains(cap_secret),
         "the write-cap leaked into the log"
     );
-}
-
-fn daemon_log(env: &Env) -> std::path::PathBuf {
-    std::fs::read_dir(env.dir.path())
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("daemon-")
-        })
-        .unwrap()
 }
 
 #[test]
