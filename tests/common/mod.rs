@@ -74,6 +74,11 @@ impl Env {
 
     /// `dropslot run --once` to completion (bounded by the deadline).
     pub fn run_once(&self) -> Output {
+        self.run_once_within(DEADLINE)
+    }
+
+    /// `dropslot run --once`, allowed to take up to `deadline`.
+    pub fn run_once_within(&self, deadline: Duration) -> Output {
         let log = self.dir.path().join(format!("once-{}.log", unique()));
         let child = self
             .command(&["--log-format", "json", "run", "--once"])
@@ -82,7 +87,7 @@ impl Env {
             .spawn()
             .expect("spawn dropslot");
         let mut daemon = Daemon { child, log };
-        let status = daemon.wait_exit(DEADLINE);
+        let status = daemon.wait_exit(deadline);
         Output {
             status,
             stdout: Vec::new(),
