@@ -353,14 +353,7 @@ fn killed_mid_upload_leaves_no_partial_file_and_the_restart_completes_it() {
     let env = Env::new();
     // Large enough that the upload is still running when the daemon is killed.
     let path = env.drop.join("big.bin");
-    {
-        let mut f = std::fs::File::create(&path).unwrap();
-        let block: Vec<u8> = (0..1024 * 1024).map(|i| (i % 251) as u8).collect();
-        for i in 0..300u32 {
-            f.write_all(&i.to_le_bytes()).unwrap();
-            f.write_all(&block).unwrap();
-        }
-    }
+    write_large_file(&path, 300);
     let daemon = env.spawn();
     let partials = || {
         std::fs::read_dir(&env.target)

@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::servers::Server;
 use common::*;
 use object_store::aws::AmazonS3Builder;
@@ -89,24 +87,8 @@ fn tree_of_small_files_rewrites_and_deletions_reach_s3_intact() {
         .set("upload.slots", "8")
         .set("debounce.quiet", "400ms");
     let daemon = env.spawn();
-    let files: Vec<(String, Vec<u8>)> = (0..2000)
-        .map(|i| {
-            (
-                format!("d{}/s{}/f-{i}.txt", i % 10, i % 3),
-                format!("object {i} ").repeat(i % 40 + 1).into_bytes(),
-            )
-        })
-        .collect();
-    for (rel, content) in &files {
-        env.write(rel, content);
-    }
-    // One file rewritten 50 times in about a second.
-    let mut last = Vec::new();
-    for i in 0..50 {
-        last = format!("rewrite {i}\n").repeat(1000).into_bytes();
-        env.write("rewritten.txt", &last);
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let files = write_tree(&env, 2000, |i| format!("d{}/s{}/f-{i}.txt", i % 10, i % 3));
+    let last = rewrite_rapidly(&env, "rewritten.txt", 50);
     let store = client(&server, "test", "test");
     let rt = runtime();
     wait_until("all objects downloaded back equal", Some(&daemon), || {
@@ -140,28 +122,14 @@ fn large_file_goes_up_in_parts_with_bounded_memory() {
     env.set("remote.multipart_threshold", "16MiB")
         .set("remote.part_size", "8MiB")
         .set("upload.slots", "2");
-    let size = 300usize << 20;
     let path = env.drop.join("big.bin");
-    {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&path).unwrap();
-        let block: Vec<u8> = (0..1 << 20)
-            .map(|i: u32| (i.wrapping_mul(2654435761) >> 24) as u8)
-            .collect();
-        for i in 0..(size >> 20) as u32 {
-            f.write_all(&i.to_le_bytes()).unwrap();
-            f.write_all(&block[4..]).unwrap();
-        }
-    }
+    write_large_file(&path, 300);
     let daemon = env.spawn();
     wait_until("large file published", Some(&daemon), || {
         env.uploads("big.bin") == 1
     });
     let peak_rss_mib = daemon.peak_rss_kib() / 1024;
-    eprintln!(
-        "peak RSS while uploading a {} MiB file in 8 MiB parts: {peak_rss_mib} MiB",
-        size >> 20
-    );
+    eprintln!("peak RSS while uploading a 300 MiB file in 8 MiB parts: {peak_rss_mib} MiB");
     assert!(daemon.stop().success());
     // Streaming: memory is a few parts, nowhere near the file's size.
     assert!(

@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::servers::Server;
 use common::*;
 
@@ -42,23 +40,10 @@ fn tree_rewrites_and_deletions_reach_webdav_intact_and_no_partial_names_remain()
         .set("upload.slots", "8")
         .set("debounce.quiet", "400ms");
     let daemon = env.spawn();
-    let files: Vec<(String, Vec<u8>)> = (0..2500)
-        .map(|i| {
-            (
-                format!("a{}/b{}/file {i}.txt", i % 15, i % 4),
-                format!("dav {i} ").repeat(i % 30 + 1).into_bytes(),
-            )
-        })
-        .collect();
-    for (rel, content) in &files {
-        env.write(rel, content);
-    }
-    let mut last = Vec::new();
-    for i in 0..50 {
-        last = format!("rewrite {i}\n").repeat(500).into_bytes();
-        env.write("rewritten.txt", &last);
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let files = write_tree(&env, 2500, |i| {
+        format!("a{}/b{}/file {i}.txt", i % 15, i % 4)
+    });
+    let last = rewrite_rapidly(&env, "rewritten.txt", 50);
     wait_until("everything published", Some(&daemon), || {
         env.ledger().status().unwrap().published >= 2501
     });
@@ -155,17 +140,7 @@ fn large_file_streams_to_webdav_with_bounded_memory() {
     let mut env = Env::new();
     use_webdav(&mut env, &server);
     let path = env.drop.join("big.bin");
-    {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&path).unwrap();
-        let block: Vec<u8> = (0..1u32 << 20)
-            .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
-            .collect();
-        for i in 0..300u32 {
-            f.write_all(&i.to_le_bytes()).unwrap();
-            f.write_all(&block[4..]).unwrap();
-        }
-    }
+    write_large_file(&path, 300);
     let daemon = env.spawn();
     wait_until("large file published", Some(&daemon), || {
         env.uploads("big.bin") == 1

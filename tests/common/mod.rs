@@ -212,6 +212,53 @@ pub fn sha256(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
 }
 
+/// Writes `count` files at `name(i)`, each with its own content; returns them for checking.
+pub fn write_tree(
+    env: &Env,
+    count: usize,
+    name: impl Fn(usize) -> String,
+) -> Vec<(String, Vec<u8>)> {
+    let files: Vec<(String, Vec<u8>)> = (0..count)
+        .map(|i| {
+            (
+                name(i),
+                format!("content of file {i}\n")
+                    .repeat(i % 40 + 1)
+                    .into_bytes(),
+            )
+        })
+        .collect();
+    for (rel, content) in &files {
+        env.write(rel, content);
+    }
+    files
+}
+
+/// Rewrites `rel` `times` times, about 20 ms apart (a burst far shorter than any quiet window
+/// the tests use); returns the final content.
+pub fn rewrite_rapidly(env: &Env, rel: &str, times: usize) -> Vec<u8> {
+    let mut last = Vec::new();
+    for i in 0..times {
+        last = format!("version {i}\n").repeat(500).into_bytes();
+        env.write(rel, &last);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    last
+}
+
+/// Writes a file of `mib` MiB whose 1 MiB blocks all differ (so a misplaced part shows).
+pub fn write_large_file(path: &Path, mib: u32) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).unwrap();
+    let block: Vec<u8> = (0..1u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect();
+    for i in 0..mib {
+        f.write_all(&i.to_le_bytes()).unwrap();
+        f.write_all(&block[4..]).unwrap();
+    }
+}
+
 /// Parses the JSON log lines and returns the final `total` summary line.
 pub fn summary_total(log: &[u8]) -> serde_json::Value {
     String::from_utf8_lossy(log)
