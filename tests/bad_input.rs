@@ -71,6 +71,18 @@ fn a_failed_file_is_reported_by_name_with_exit_1_and_in_status_json() {
         .as_str()
         .unwrap()
         .contains("directory"));
+
+    // Once the failing file is gone, it is no longer reported.
+    std::fs::remove_file(env.drop.join("dir-then-file")).unwrap();
+    let out = env.run_once();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status = env.command(&["status", "--json"]).output().unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(report["failed"], 0, "{report}");
 }
 
 #[test]

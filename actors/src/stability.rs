@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 
 use crate::fileinfo::{probe, FileKind, FileMeta};
-use crate::ledger::{Ledger, LedgerEntry};
+use crate::ledger::{EntryStatus, Ledger, LedgerEntry};
 use crate::linker::Linker;
 use crate::mailbox::{Phase, Tracker};
 use crate::messages::{CheckStability, TakeSnapshot, Unpublish, UploadJob, UploadSource};
@@ -47,8 +47,8 @@ struct Watched {
     since: Instant,
     /// The metadata at the previous look; `None` before the first.
     last: Option<FileMeta>,
-    /// The ledger knows this path (read at the first look).
-    in_ledger: bool,
+    /// What the ledger said of this path at the first look.
+    ledger_status: Option<EntryStatus>,
 }
 
 pub struct StabilityChecker {
@@ -142,17 +142,30 @@ impl StabilityChecker {
                 self.tracker.complete(path);
             }
             Ok(FileKind::Missing) => {
-                if (watched.in_ledger || entry.is_some())
-                    && self.settings.on_delete == DeletePolicy::Delete
-                    && self
-                        .tracker
-                        .mailbox
-                        .advance(path, Phase::Checking, Phase::Linking)
-                {
-                    self.stats.sent(1);
-                    self.linker.do_send(Unpublish { path: path.clone() });
-                } else {
-                    self.tracker.complete(path);
+                match entry.map(|e| e.status).or(watched.ledger_status) {
+                    Some(EntryStatus::Published)
+                        if self.settings.on_delete == DeletePolicy::Delete
+                            && self.tracker.mailbox.advance(
+                                path,
+                                Phase::Checking,
+                                Phase::Linking,
+                            ) =>
+                    {
+                        self.stats.sent(1);
+                        self.linker.do_send(Unpublish { path: path.clone() });
+                    }
+                    // A failed or unfinished file that is gone is no longer a failure to report.
+                    Some(EntryStatus::Failed | EntryStatus::Pending) => {
+                        let (ledger, tracker, path) =
+                            (self.ledger.clone(), self.tracker.clone(), path.clone());
+                        tokio::task::spawn_blocking(move || {
+                            if let Err(e) = ledger.forget(&path) {
+                                tracing::warn!("{e}");
+                            }
+                            tracker.complete(&path);
+                        });
+                    }
+                    _ => self.tracker.complete(path),
                 }
             }
             Ok(FileKind::Directory) => self.tracker.complete(path), // the watcher walks directories
@@ -186,7 +199,7 @@ impl StabilityChecker {
                         }
                     }
                     _ => {
-                        watched.in_ledger |= entry.is_some();
+                        watched.ledger_status = watched.ledger_status.or(entry.map(|e| e.status));
                         watched.last = Some(meta);
                         self.wait_window(watched);
                     }
@@ -268,7 +281,7 @@ impl Handler<CheckStability> for StabilityChecker {
                 path: c.path,
                 since: c.since,
                 last: None,
-                in_ledger: false,
+                ledger_status: None,
             })
             .collect();
         self.look(batch, ctx);
