@@ -5,7 +5,7 @@
 //! A path that keeps changing is released anyway once it has waited `stability.max_wait`, so a
 //! file that never goes quiet still reaches the snapshot copier. Timers sit in one deadline heap
 //! with at most one entry per debouncing path, so a burst of 5,000 files costs the quiet window
-//! once, not once per file.
+//! once, not once per file; the actor wakes only for the earliest deadline.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -19,6 +19,7 @@ use crate::mailbox::{Mailbox, Next, Release};
 use crate::messages::{Candidate, CheckStability, PathsTouched, Redebounce};
 use crate::stability::StabilityChecker;
 use crate::stats::ActorStats;
+use crate::wakeup::Wakeup;
 
 #[derive(Clone, Debug)]
 pub struct DebounceSettings {
@@ -33,6 +34,7 @@ pub struct Debouncer {
     mailbox: Arc<Mailbox>,
     stability: Addr<StabilityChecker>,
     timers: BinaryHeap<Reverse<(Instant, PathBuf)>>,
+    wakeup: Wakeup,
     stats: Arc<ActorStats>,
 }
 
@@ -48,7 +50,22 @@ impl Debouncer {
             mailbox,
             stability,
             timers: BinaryHeap::new(),
+            wakeup: Wakeup::default(),
             stats,
+        }
+    }
+
+    fn on_wake(&mut self, ctx: &mut Context<Self>) {
+        self.wakeup.fired();
+        self.release_due();
+        self.rearm(ctx);
+    }
+
+    /// Wakes up for the earliest timer, if any.
+    fn rearm(&mut self, ctx: &mut Context<Self>) {
+        if let Some(Reverse((at, _))) = self.timers.peek() {
+            let at = *at;
+            self.wakeup.at(at, ctx, Self::on_wake);
         }
     }
 
@@ -88,10 +105,6 @@ impl Actor for Debouncer {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        // A tick a quarter of the quiet window keeps the overshoot small without spinning.
-        let tick =
-            (self.settings.quiet / 4).clamp(Duration::from_millis(5), Duration::from_millis(100));
-        ctx.run_interval(tick, |act, _| act.release_due());
         ctx.run_interval(self.settings.log_interval, |act, _| {
             act.stats.log("metrics")
         });
@@ -101,7 +114,7 @@ impl Actor for Debouncer {
 impl Handler<PathsTouched> for Debouncer {
     type Result = ();
 
-    fn handle(&mut self, msg: PathsTouched, _: &mut Self::Context) {
+    fn handle(&mut self, msg: PathsTouched, ctx: &mut Self::Context) {
         let now = Instant::now();
         self.stats.received(msg.0.len());
         for path in msg.0 {
@@ -110,17 +123,19 @@ impl Handler<PathsTouched> for Debouncer {
             }
         }
         self.stats.set_queue_depth(self.timers.len());
+        self.rearm(ctx);
     }
 }
 
 impl Handler<Redebounce> for Debouncer {
     type Result = ();
 
-    fn handle(&mut self, msg: Redebounce, _: &mut Self::Context) {
+    fn handle(&mut self, msg: Redebounce, ctx: &mut Self::Context) {
         let now = Instant::now();
         self.stats.received(msg.0.len());
         for path in msg.0 {
             self.arm(path, now);
         }
+        self.rearm(ctx);
     }
 }

@@ -21,4 +21,5 @@ pub mod snapshot;
 pub mod stability;
 pub mod stats;
 pub mod uploader;
+pub mod wakeup;
 pub mod watcher;

@@ -23,6 +23,7 @@ use crate::mailbox::{Phase, Tracker};
 use crate::messages::{CheckStability, TakeSnapshot, Unpublish, UploadJob, UploadSource};
 use crate::snapshot::SnapshotCopier;
 use crate::stats::ActorStats;
+use crate::wakeup::Wakeup;
 
 /// What to do on the remote when a published file disappears from the drop folder.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,6 +64,7 @@ pub struct StabilityChecker {
     /// metadata.
     watched: std::collections::HashMap<u64, Watched>,
     next_id: u64,
+    wakeup: Wakeup,
     stats: Arc<ActorStats>,
 }
 
@@ -93,6 +95,7 @@ impl StabilityChecker {
             waiting: BinaryHeap::new(),
             watched: Default::default(),
             next_id: 0,
+            wakeup: Wakeup::default(),
             stats,
         }
     }
@@ -122,9 +125,12 @@ impl StabilityChecker {
             stats.busy_since(started);
             looks
         });
-        ctx.spawn(work.into_actor(self).map(|looks, act, _| match looks {
-            Ok(looks) => looks.into_iter().for_each(|look| act.route(look)),
-            Err(e) => tracing::error!("stability check task failed: {e}"),
+        ctx.spawn(work.into_actor(self).map(|looks, act, ctx| {
+            match looks {
+                Ok(looks) => looks.into_iter().for_each(|look| act.route(look)),
+                Err(e) => tracing::error!("stability check task failed: {e}"),
+            }
+            act.rearm(ctx);
         }));
     }
 
@@ -237,7 +243,16 @@ impl StabilityChecker {
         }
     }
 
+    /// Wakes up for the earliest window to end, if any.
+    fn rearm(&mut self, ctx: &mut Context<Self>) {
+        if let Some(Reverse((at, _))) = self.waiting.peek() {
+            let at = *at;
+            self.wakeup.at(at, ctx, Self::tick);
+        }
+    }
+
     fn tick(&mut self, ctx: &mut Context<Self>) {
+        self.wakeup.fired();
         let now = Instant::now();
         let mut due = Vec::new();
         while let Some(Reverse((at, id))) = self.waiting.peek().copied() {
@@ -253,6 +268,7 @@ impl StabilityChecker {
         if !due.is_empty() {
             self.look(due, ctx);
         }
+        self.rearm(ctx);
     }
 }
 
@@ -260,9 +276,6 @@ impl Actor for StabilityChecker {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        let tick =
-            (self.settings.window / 4).clamp(Duration::from_millis(5), Duration::from_millis(100));
-        ctx.run_interval(tick, |act, ctx| act.tick(ctx));
         ctx.run_interval(self.settings.log_interval, |act, _| {
             act.stats.log("metrics")
         });
