@@ -12,7 +12,7 @@
 //! Caps are secrets: URLs containing them never reach an error message (reqwest errors are
 //! stripped of their URL) and the write-cap is scrubbed from any text the gateway returns.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
 
@@ -32,6 +32,9 @@ pub struct TahoeRemote {
     base: PathBuf,
     /// Directories known to exist, relative to the dircap.
     directories: Mutex<HashSet<PathBuf>>,
+    /// Per directory (relative to the target), the names of its subdirectories: read once,
+    /// then kept up to date by our own mkdirs, which is sound because we are its only writer.
+    subdirectories: Mutex<HashMap<PathBuf, HashSet<String>>>,
     /// Creating a directory writes its parent: one creation at a time.
     mkdir: tokio::sync::Mutex<()>,
 }
@@ -88,6 +91,7 @@ impl TahoeRemote {
             dircap,
             base,
             directories: Mutex::new(HashSet::new()),
+            subdirectories: Mutex::new(HashMap::new()),
             mkdir: tokio::sync::Mutex::new(()),
         })
     }
@@ -172,11 +176,22 @@ impl TahoeRemote {
             return Err(self.failure(&context, status, &body));
         }
         self.directories.lock().expect("lock").insert(full);
+        let mut known = self.subdirectories.lock().expect("lock");
+        let mut parent = PathBuf::new();
+        for part in dir.components() {
+            if let (Some(names), Some(name)) = (known.get_mut(&parent), part.as_os_str().to_str()) {
+                names.insert(name.to_string());
+            }
+            parent.push(part);
+        }
         Ok(())
     }
 
     /// Names in `dir` that are directories (a file must never replace one).
     async fn subdirectory_names(&self, dir: &Path) -> Result<HashSet<String>, RemoteError> {
+        if let Some(names) = self.subdirectories.lock().expect("lock").get(dir) {
+            return Ok(names.clone());
+        }
         let context = format!("cannot list directory {}", dir.display());
         let mut url = self.url(dir)?;
         url.query_pairs_mut().append_pair("t", "json");
@@ -186,7 +201,7 @@ impl TahoeRemote {
         }
         let listing: serde_json::Value = serde_json::from_str(&body)
             .map_err(|e| RemoteError::transient(format!("{context}: unreadable listing: {e}")))?;
-        Ok(listing[1]["children"]
+        let names: HashSet<String> = listing[1]["children"]
             .as_object()
             .map(|children| {
                 children
@@ -195,7 +210,12 @@ impl TahoeRemote {
                     .map(|(name, _)| name.clone())
                     .collect()
             })
-            .unwrap_or_default())
+            .unwrap_or_default();
+        self.subdirectories
+            .lock()
+            .expect("lock")
+            .insert(dir.to_path_buf(), names.clone());
+        Ok(names)
     }
 
     async fn link_batch(
