@@ -122,15 +122,7 @@ fn large_file_goes_up_in_parts_with_bounded_memory() {
     env.set("remote.multipart_threshold", "16MiB")
         .set("remote.part_size", "8MiB")
         .set("upload.slots", "2");
-    let path = env.drop.join("big.bin");
-    write_large_file(&path, 300);
-    let daemon = env.spawn();
-    wait_until("large file published", Some(&daemon), || {
-        env.uploads("big.bin") == 1
-    });
-    let peak_rss_mib = daemon.peak_rss_kib() / 1024;
-    eprintln!("peak RSS while uploading a 300 MiB file in 8 MiB parts: {peak_rss_mib} MiB");
-    assert!(daemon.stop().success());
+    let (path, peak_rss_mib) = publish_large_file(&env, 300, "to S3 in 8 MiB parts");
     // Streaming: memory is a few parts, nowhere near the file's size.
     assert!(
         peak_rss_mib < 150,

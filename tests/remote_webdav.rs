@@ -139,15 +139,7 @@ fn large_file_streams_to_webdav_with_bounded_memory() {
     };
     let mut env = Env::new();
     use_webdav(&mut env, &server);
-    let path = env.drop.join("big.bin");
-    write_large_file(&path, 300);
-    let daemon = env.spawn();
-    wait_until("large file published", Some(&daemon), || {
-        env.uploads("big.bin") == 1
-    });
-    let peak_rss_mib = daemon.peak_rss_kib() / 1024;
-    eprintln!("peak RSS while streaming a 300 MiB file to WebDAV: {peak_rss_mib} MiB");
-    assert!(daemon.stop().success());
+    let (path, peak_rss_mib) = publish_large_file(&env, 300, "to WebDAV");
     assert!(
         peak_rss_mib < 100,
         "peak RSS {peak_rss_mib} MiB suggests the file was buffered"

@@ -259,6 +259,21 @@ pub fn write_large_file(path: &Path, mib: u32) {
     }
 }
 
+/// Puts a `mib`-MiB file in the drop folder, runs the daemon until it is published, stops it
+/// (which must succeed) and returns the file and the daemon's peak RSS in MiB, also printed.
+pub fn publish_large_file(env: &Env, mib: u32, how: &str) -> (PathBuf, u64) {
+    let path = env.drop.join("big.bin");
+    write_large_file(&path, mib);
+    let daemon = env.spawn();
+    wait_until("large file published", Some(&daemon), || {
+        env.uploads("big.bin") == 1
+    });
+    let peak_rss_mib = daemon.peak_rss_kib() / 1024;
+    eprintln!("peak RSS while uploading a {mib} MiB file {how}: {peak_rss_mib} MiB");
+    assert!(daemon.stop().success());
+    (path, peak_rss_mib)
+}
+
 /// Parses the JSON log lines and returns the final `total` summary line.
 pub fn summary_total(log: &[u8]) -> serde_json::Value {
     String::from_utf8_lossy(log)
