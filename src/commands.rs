@@ -26,8 +26,8 @@ fn open_ledger(loaded: &Loaded) -> anyhow::Result<SqliteLedger> {
 /// `dropslot run`: the daemon until SIGINT/SIGTERM, or with `once`, until everything pending is
 /// done (exit 1 listing the files that failed).
 pub fn run(loaded: Loaded, once: bool) -> anyhow::Result<ExitCode> {
+    let ledger = Arc::new(open_ledger(&loaded)?);
     let settings = loaded.settings;
-    let ledger = Arc::new(SqliteLedger::open(&settings.ledger_path())?);
     let remote = remote::build(&settings.remote)?;
     tracing::info!(
         drop_folder = %settings.watch.path.display(),

@@ -36,12 +36,21 @@ pub struct Candidate {
     pub since: Instant,
 }
 
+/// What the ledger says was last published for a path. Read once, by the stability checker,
+/// and carried along: while a path is in the pipeline nothing else publishes it.
+#[derive(Debug, Clone, Copy)]
+pub struct PublishedVersion {
+    pub size: u64,
+    pub sha256: ContentHash,
+}
+
 /// Stability checker → snapshot copier: this file never settles; copy it privately.
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]
 pub struct TakeSnapshot {
     pub path: PathBuf,
     pub attempt: u32,
+    pub published: Option<PublishedVersion>,
 }
 
 /// Stability checker or snapshot copier → upload slots (through the shared upload queue).
@@ -53,6 +62,8 @@ pub struct UploadJob {
     /// The source file's metadata when it was found stable (or when the snapshot was taken).
     pub meta: FileMeta,
     pub source: UploadSource,
+    /// Lets the slot skip content that is already published without asking the ledger again.
+    pub published: Option<PublishedVersion>,
 }
 
 #[derive(Debug)]
@@ -79,11 +90,6 @@ pub struct Publish {
 pub struct Unpublish {
     pub path: PathBuf,
 }
-
-/// Wiring → watcher: scan the whole tree against the ledger now.
-#[derive(Message, Debug)]
-#[rtype(result = "()")]
-pub struct Rescan;
 
 /// Wiring → watcher: stop watching and scanning (shutdown).
 #[derive(Message, Debug)]

@@ -7,7 +7,6 @@
 //! and [`Remote::publish`] makes a batch of staged uploads visible under their names. The
 //! directory linker calls `publish` for one remote directory at a time.
 
-use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -105,11 +104,5 @@ pub trait Remote: Send + Sync + 'static {
     /// changes one directory from two requests at once.
     fn directory_of(&self, path: &Path) -> PathBuf {
         path.parent().map(Path::to_path_buf).unwrap_or_default()
-    }
-}
-
-impl fmt::Display for Staged {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
     }
 }

@@ -205,6 +205,7 @@ impl SnapshotCopier {
                             version,
                             meta,
                             source: UploadSource::Snapshot { file, sha256 },
+                            published: msg.published,
                         };
                         if let Err(e) = self.upload_queue.try_send(job) {
                             let job = e.into_inner();

@@ -20,7 +20,9 @@ use crate::fileinfo::{probe, FileKind, FileMeta};
 use crate::ledger::{EntryStatus, Ledger, LedgerEntry};
 use crate::linker::Linker;
 use crate::mailbox::{Phase, Tracker};
-use crate::messages::{CheckStability, TakeSnapshot, Unpublish, UploadJob, UploadSource};
+use crate::messages::{
+    CheckStability, PublishedVersion, TakeSnapshot, Unpublish, UploadJob, UploadSource,
+};
 use crate::snapshot::SnapshotCopier;
 use crate::stats::ActorStats;
 use crate::wakeup::Wakeup;
@@ -50,6 +52,7 @@ struct Watched {
     last: Option<FileMeta>,
     /// What the ledger said of this path at the first look.
     ledger_status: Option<EntryStatus>,
+    published: Option<PublishedVersion>,
 }
 
 pub struct StabilityChecker {
@@ -189,7 +192,9 @@ impl StabilityChecker {
                     return;
                 }
                 match watched.last {
-                    Some(prev) if prev == meta => self.queue_upload(watched.path, meta),
+                    Some(prev) if prev == meta => {
+                        self.queue_upload(watched.path, meta, watched.published)
+                    }
                     Some(_) if watched.since.elapsed() >= self.settings.max_wait => {
                         if self
                             .tracker
@@ -201,11 +206,21 @@ impl StabilityChecker {
                             self.snapshot.do_send(TakeSnapshot {
                                 path: watched.path,
                                 attempt: 0,
+                                published: watched.published,
                             });
                         }
                     }
                     _ => {
-                        watched.ledger_status = watched.ledger_status.or(entry.map(|e| e.status));
+                        if let Some(e) = &entry {
+                            watched.ledger_status = Some(e.status);
+                            watched.published = e
+                                .sha256
+                                .filter(|_| e.status == EntryStatus::Published)
+                                .map(|sha256| PublishedVersion {
+                                    size: e.meta.size,
+                                    sha256,
+                                });
+                        }
                         watched.last = Some(meta);
                         self.wait_window(watched);
                     }
@@ -223,7 +238,7 @@ impl StabilityChecker {
         self.stats.set_queue_depth(self.watched.len());
     }
 
-    fn queue_upload(&mut self, path: PathBuf, meta: FileMeta) {
+    fn queue_upload(&mut self, path: PathBuf, meta: FileMeta, published: Option<PublishedVersion>) {
         let Some(version) = self
             .tracker
             .mailbox
@@ -237,6 +252,7 @@ impl StabilityChecker {
             version,
             meta,
             source: UploadSource::Original,
+            published,
         };
         if self.upload_queue.try_send(job).is_err() {
             tracing::debug!("upload queue closed; shutting down");
@@ -295,6 +311,7 @@ impl Handler<CheckStability> for StabilityChecker {
                 since: c.since,
                 last: None,
                 ledger_status: None,
+                published: None,
             })
             .collect();
         self.look(batch, ctx);

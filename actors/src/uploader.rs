@@ -18,7 +18,7 @@ use actix::prelude::*;
 use bytes::Bytes;
 
 use crate::fileinfo::{hash_file, hash_stream, is_gone, open_regular, ContentHash, FileMeta};
-use crate::ledger::{EntryStatus, Ledger};
+use crate::ledger::Ledger;
 use crate::linker::Linker;
 use crate::mailbox::Tracker;
 use crate::messages::{Publish, UploadJob, UploadSource};
@@ -239,30 +239,25 @@ async fn upload(
     }
 }
 
-/// True if the ledger says exactly this content is already published under this path. Only a
-/// file of the same size as the published one can be the same, so only those are hashed first.
+/// True if exactly this content is already published under this path (as the ledger said
+/// when the path entered the pipeline). Only a file of the published size can be the same, so
+/// only those are hashed first.
 async fn already_published(
     deps: &SlotDeps,
     job: &UploadJob,
     content_path: &Path,
 ) -> Result<bool, Outcome> {
+    let Some(published) = job.published.filter(|p| p.size == job.meta.size) else {
+        return Ok(false);
+    };
     let ledger = deps.ledger.clone();
-    let path = job.path.clone();
+    let (path, meta) = (job.path.clone(), job.meta);
     let content_path = content_path.to_path_buf();
-    let (meta, source_hash) = match &job.source {
-        UploadSource::Snapshot { sha256, .. } => (job.meta, Some(*sha256)),
-        UploadSource::Original => (job.meta, None),
+    let source_hash = match &job.source {
+        UploadSource::Snapshot { sha256, .. } => Some(*sha256),
+        UploadSource::Original => None,
     };
     let checked = tokio::task::spawn_blocking(move || -> Result<bool, Outcome> {
-        let Ok(Some(entry)) = ledger.lookup(&path) else {
-            return Ok(false);
-        };
-        if entry.status != EntryStatus::Published
-            || entry.meta.size != meta.size
-            || entry.sha256.is_none()
-        {
-            return Ok(false);
-        }
         let hash = match source_hash {
             Some(hash) => hash,
             None => match hash_file(&content_path) {
@@ -272,7 +267,7 @@ async fn already_published(
                 Err(_) => return Ok(false), // the upload attempt reports read errors
             },
         };
-        if entry.sha256 != Some(hash) {
+        if hash != published.sha256 {
             return Ok(false);
         }
         if let Err(e) = ledger.record_unchanged(&path, &meta) {

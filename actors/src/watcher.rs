@@ -26,7 +26,7 @@ use notify::{RecursiveMode, Watcher as _};
 use crate::debouncer::Debouncer;
 use crate::fileinfo::FileMeta;
 use crate::ledger::Ledger;
-use crate::messages::{PathsTouched, Rescan, StopWatching};
+use crate::messages::{PathsTouched, StopWatching};
 use crate::stats::ActorStats;
 
 /// Paths reported to the debouncer per message.
@@ -491,14 +491,6 @@ impl Actor for Watcher {
 impl StreamHandler<Vec<WatchInput>> for Watcher {
     fn handle(&mut self, inputs: Vec<WatchInput>, ctx: &mut Self::Context) {
         self.handle_inputs(inputs, ctx);
-    }
-}
-
-impl Handler<Rescan> for Watcher {
-    type Result = ();
-
-    fn handle(&mut self, _: Rescan, _: &mut Self::Context) {
-        self.start_full_scan(false);
     }
 }
 

@@ -31,7 +31,7 @@ use object_store::{
 use super::classify_transport;
 use crate::config::RemoteConfig;
 
-/// Parallel PUTs (or multipart completions) from the linker, and per batch.
+/// Parallel PUTs (or multipart completions) from the linker, across all batches.
 const PUBLISH_CONCURRENCY: usize = 16;
 
 /// Staged small files wait in memory for the linker; together they may hold at most this many
@@ -379,19 +379,9 @@ impl Remote for S3Remote {
     }
 
     async fn publish(&self, items: Vec<PublishItem>) -> Vec<Result<RemoteRef, RemoteError>> {
-        // Objects are independent: a batch goes up in parallel, a few at a time.
-        let mut results = Vec::with_capacity(items.len());
-        let mut pending = futures_util::stream::FuturesOrdered::new();
-        for item in &items {
-            pending.push_back(self.publish_one(item));
-            if pending.len() >= PUBLISH_CONCURRENCY {
-                results.extend(pending.next().await);
-            }
-        }
-        while let Some(result) = pending.next().await {
-            results.push(result);
-        }
-        results
+        // Objects are independent: the whole batch goes up in parallel, as many at a time as
+        // the `publishing` semaphore allows across all directories.
+        futures_util::future::join_all(items.iter().map(|item| self.publish_one(item))).await
     }
 
     async fn discard(&self, _path: &Path, staged: Staged) {
@@ -406,13 +396,6 @@ impl Remote for S3Remote {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(self.describe_error("cannot delete", path, e)),
         }
-    }
-}
-
-/// For tests and `check`: the store behind the remote.
-impl S3Remote {
-    pub fn store(&self) -> Arc<dyn ObjectStore> {
-        Arc::new(self.store.clone())
     }
 }
 
