@@ -98,6 +98,35 @@ pub fn open_regular(path: &Path) -> io::Result<(File, FileMeta)> {
     Ok((file, FileMeta::from_metadata(&m)))
 }
 
+/// Whether some process has `file` open for writing: `Some(true)` while a writer is (probably)
+/// in the middle of a version, `None` where the kernel will not say.
+///
+/// Metadata alone cannot tell a finished version from a writer pausing between two `write`s
+/// (after a truncate, say). Linux's lease API can: a read lease is refused with `EAGAIN`
+/// exactly when the file is open for writing anywhere. The lease is dropped at once; it needs
+/// ownership of the file or `CAP_LEASE` (otherwise `EACCES`, and the answer is `None`).
+pub fn has_writers(file: &File) -> Option<bool> {
+    use std::os::fd::AsRawFd;
+    // A writer opening the file while we hold the lease makes the kernel send SIGIO, whose
+    // default action ends the process; the lease is released right away, so ignore it.
+    static IGNORE_SIGIO: std::sync::Once = std::sync::Once::new();
+    // SAFETY: setting a signal to SIG_IGN has no memory-safety preconditions.
+    IGNORE_SIGIO.call_once(|| unsafe {
+        libc::signal(libc::SIGIO, libc::SIG_IGN);
+    });
+    let fd = file.as_raw_fd();
+    // SAFETY: fcntl on a file descriptor we own; F_SETLEASE takes an int argument.
+    if unsafe { libc::fcntl(fd, libc::F_SETLEASE, libc::F_RDLCK) } == 0 {
+        // SAFETY: as above.
+        unsafe { libc::fcntl(fd, libc::F_SETLEASE, libc::F_UNLCK) };
+        return Some(false);
+    }
+    match io::Error::last_os_error().raw_os_error() {
+        Some(libc::EAGAIN) => Some(true),
+        _ => None,
+    }
+}
+
 /// Reads `reader` to the end, hashing every chunk and handing it to `sink`. `size_hint` (the
 /// expected size) keeps the buffer small for small files: zeroing a full chunk per small file
 /// showed up in profiles of bursts.
@@ -168,5 +197,16 @@ mod tests {
         assert_eq!(probe(dir.path()).unwrap(), FileKind::Directory);
         assert_eq!(probe(&dir.path().join("nope")).unwrap(), FileKind::Missing);
         assert!(open_regular(&dir.path().join("l")).is_err());
+    }
+
+    #[test]
+    fn a_file_open_for_writing_has_writers_and_a_closed_one_has_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let writer = File::create(&path).unwrap();
+        let (reader, _) = open_regular(&path).unwrap();
+        assert_eq!(has_writers(&reader), Some(true));
+        drop(writer);
+        assert_eq!(has_writers(&reader), Some(false));
     }
 }

@@ -6,6 +6,11 @@
 //! (a reflink where the file system supports it, a plain copy otherwise, hashed as it goes);
 //! otherwise it is thrown away and taken again. A file that does not fit the budget now is retried
 //! later; one that can never fit is recorded as failed with the reason, never silently dropped.
+//!
+//! Unchanged metadata only proves the copy is *a* state of the file, not a finished one: a writer
+//! may be pausing between a truncate and its next `write`. So a copy is taken only while no
+//! process has the file open for writing ([`has_writers`]), checked every 20 ms for about five
+//! seconds; a file held open for longer (a log being appended to) is copied anyway, coherently.
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -16,7 +21,9 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use crate::fileinfo::{hash_file, hash_stream, is_gone, open_regular, ContentHash, FileMeta};
+use crate::fileinfo::{
+    has_writers, hash_file, hash_stream, is_gone, open_regular, ContentHash, FileMeta,
+};
 use crate::ledger::Ledger;
 use crate::mailbox::{Phase, Tracker};
 use crate::messages::{TakeSnapshot, UploadJob, UploadSource};
@@ -83,9 +90,19 @@ impl SnapshotArea {
         self.used.load(Ordering::SeqCst)
     }
 
-    /// Copies `source` into the area, accepting the copy only if the source did not change.
-    fn take(&self, source: &Path) -> Result<(PathBuf, ContentHash, FileMeta), SnapshotError> {
+    /// Copies `source` into the area, accepting the copy only if the source did not change and,
+    /// if `wait_for_writers`, only if nobody had it open for writing when the copy began.
+    fn take(
+        &self,
+        source: &Path,
+        wait_for_writers: bool,
+    ) -> Result<(PathBuf, ContentHash, FileMeta), SnapshotError> {
         let (mut file, before) = open_regular(source).map_err(SnapshotError::Io)?;
+        // Metadata first, then the writer check: a writer that opens after the check and writes
+        // before the copy ends changes the metadata, which the final comparison catches.
+        if wait_for_writers && has_writers(&file) == Some(true) {
+            return Err(SnapshotError::WriterOpen);
+        }
         self.reserve(before.size)?;
         let copy = self
             .dir
@@ -124,6 +141,8 @@ fn copy_hashing(source: &Path, file: &mut File, size: u64, copy: &Path) -> io::R
 enum SnapshotError {
     #[error("the file changed while it was copied")]
     Changed,
+    #[error("the file is open for writing")]
+    WriterOpen,
     #[error("the snapshot area is full for now")]
     NoRoomNow,
     #[error(
@@ -133,6 +152,11 @@ enum SnapshotError {
     #[error("{0}")]
     Io(io::Error),
 }
+
+/// How often, and how many times, a file open for writing is looked at again before it is copied
+/// regardless (about five seconds).
+const WRITER_RECHECK: Duration = Duration::from_millis(20);
+const WRITER_PATIENCE: u32 = 250;
 
 #[derive(Clone, Debug)]
 pub struct SnapshotSettings {
@@ -170,9 +194,7 @@ impl SnapshotCopier {
         }
     }
 
-    fn retry_later(&self, msg: TakeSnapshot, ctx: &mut Context<Self>) {
-        let delay = (self.settings.retry_delay * 2u32.saturating_pow(msg.attempt.min(6)))
-            .min(Duration::from_secs(5));
+    fn retry_later(&self, msg: TakeSnapshot, delay: Duration, ctx: &mut Context<Self>) {
         ctx.notify_later(
             TakeSnapshot {
                 attempt: msg.attempt + 1,
@@ -217,11 +239,14 @@ impl SnapshotCopier {
                     None => self.area.release(&file, meta.size),
                 }
             }
+            Err(SnapshotError::WriterOpen) => self.retry_later(msg, WRITER_RECHECK, ctx),
             Err(SnapshotError::Changed) | Err(SnapshotError::NoRoomNow) => {
                 if msg.attempt > 0 && msg.attempt % 10 == 0 {
                     tracing::warn!(path = %path.display(), attempts = msg.attempt, "still no coherent snapshot; retrying");
                 }
-                self.retry_later(msg, ctx);
+                let backoff = (self.settings.retry_delay * 2u32.saturating_pow(msg.attempt.min(6)))
+                    .min(Duration::from_secs(5));
+                self.retry_later(msg, backoff, ctx);
             }
             Err(SnapshotError::Io(e)) if is_gone(&e) => self.tracker.complete(path),
             Err(e) => {
@@ -264,9 +289,10 @@ impl Handler<TakeSnapshot> for SnapshotCopier {
         let area = self.area.clone();
         let source = self.settings.root.join(&msg.path);
         let stats = self.stats.clone();
+        let wait_for_writers = msg.attempt < WRITER_PATIENCE;
         let work = tokio::task::spawn_blocking(move || {
             let started = Instant::now();
-            let result = area.take(&source);
+            let result = area.take(&source, wait_for_writers);
             stats.busy_since(started);
             result
         });
@@ -301,7 +327,7 @@ mod tests {
         let src = dir.path().join("src");
         std::fs::write(&src, b"hello snapshot").unwrap();
         let area = SnapshotArea::open(dir.path().join("snap"), 1 << 20).unwrap();
-        let (copy, hash, meta) = area.take(&src).unwrap();
+        let (copy, hash, meta) = area.take(&src, true).unwrap();
         assert_eq!(std::fs::read(&copy).unwrap(), b"hello snapshot");
         assert_eq!(hash, hash_file(&src).unwrap().0);
         assert_eq!(meta.size, 14);

@@ -1,6 +1,7 @@
 //! The stability checker: decides when a quiet file can be read. It re-stats each file after
 //! `stability.window` (size, mtime, ctime, inode); unchanged means stable and the file goes to
-//! the upload queue; a file still changing after `stability.max_wait` goes to the snapshot
+//! the upload queue, unless a process still has it open for writing (a writer pausing mid-version
+//! looks unchanged); a file still changing after `stability.max_wait` goes to the snapshot
 //! copier. It also recognises what must not be uploaded at all (gone, directories, symbolic
 //! links, FIFOs, sockets, devices) and files the ledger already has as published.
 //!
@@ -16,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use crate::fileinfo::{probe, FileKind, FileMeta};
+use crate::fileinfo::{has_writers, open_regular, probe, FileKind, FileMeta};
 use crate::ledger::{EntryStatus, Ledger, LedgerEntry};
 use crate::linker::Linker;
 use crate::mailbox::{Phase, Tracker};
@@ -76,6 +77,8 @@ struct Look {
     watched: Watched,
     kind: io::Result<FileKind>,
     entry: Option<LedgerEntry>,
+    /// Unchanged since the previous look, but open for writing somewhere.
+    writer_open: bool,
 }
 
 impl StabilityChecker {
@@ -122,7 +125,19 @@ impl StabilityChecker {
                             None
                         }),
                     };
-                    Look { watched, kind, entry }
+                    let writer_open = match &kind {
+                        Ok(FileKind::Regular(meta)) if watched.last == Some(*meta) => {
+                            open_regular(&root.join(&watched.path))
+                                .is_ok_and(|(file, _)| has_writers(&file) == Some(true))
+                        }
+                        _ => false,
+                    };
+                    Look {
+                        watched,
+                        kind,
+                        entry,
+                        writer_open,
+                    }
                 })
                 .collect();
             stats.busy_since(started);
@@ -142,6 +157,7 @@ impl StabilityChecker {
             mut watched,
             kind,
             entry,
+            writer_open,
         } = look;
         let path = &watched.path;
         match kind {
@@ -192,7 +208,7 @@ impl StabilityChecker {
                     return;
                 }
                 match watched.last {
-                    Some(prev) if prev == meta => {
+                    Some(prev) if prev == meta && !writer_open => {
                         self.queue_upload(watched.path, meta, watched.published)
                     }
                     Some(_) if watched.since.elapsed() >= self.settings.max_wait => {

@@ -288,3 +288,58 @@ pub fn summary_total(log: &[u8]) -> serde_json::Value {
 pub fn has_content(path: &Path, expected: &[u8]) -> bool {
     std::fs::read(path).is_ok_and(|c| c == expected)
 }
+
+/// A small seeded generator (xorshift64*), so a fault test's random choices can be replayed
+/// from the seed it prints.
+pub struct Rng(u64);
+
+impl Rng {
+    /// Seeded from `FAULTS_SEED` if set, else from the clock; the seed is printed.
+    pub fn from_env(what: &str) -> Rng {
+        let seed = std::env::var("FAULTS_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| unique() as u64 | 1);
+        eprintln!("{what}: FAULTS_SEED={seed}");
+        Rng(seed)
+    }
+
+    pub fn from_seed(seed: u64) -> Rng {
+        Rng(seed | 1)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Uniform in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+/// Long ("soak") variants of the fault tests run with `FAULTS_SOAK=1`; CI runs the quick ones.
+pub fn soak() -> bool {
+    std::env::var_os("FAULTS_SOAK").is_some_and(|v| v != "0")
+}
+
+/// Every regular file under `dir`, relative to it, skipping dropslot's own staging names.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(path);
+            } else {
+                out.push(path.strip_prefix(dir).unwrap().to_path_buf());
+            }
+        }
+    }
+    out.sort();
+    out
+}

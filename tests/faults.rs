@@ -1,0 +1,204 @@
+//! The fault suite: crashes, outages, a flaky network, torn writes, hostile names, secrets and a
+//! damaged ledger, each against the real binary and real files (and real servers where a remote is
+//! involved). Each test prints the figure `docs/reliability.md` quotes. The quick variants run in
+//! CI; `FAULTS_SOAK=1 cargo test --release --test faults -- --nocapture` runs the long ones.
+//! Random choices print their seed; `FAULTS_SEED=<seed>` replays them.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::servers::Server;
+use common::*;
+use dropslot_actors::ledger::Ledger;
+
+/// Content that differs per file and per version; every 50th file is large enough (4 MiB) that
+/// kills regularly land in the middle of its upload.
+fn content(file: usize, version: usize) -> Vec<u8> {
+    let line = format!("file {file} version {version}\n");
+    let size = if file % 50 == 7 {
+        4 << 20
+    } else {
+        1 + (file * 977 + version * 131) % (64 << 10)
+    };
+    line.repeat(size / line.len() + 1).into_bytes()[..size].to_vec()
+}
+
+/// Checks the remote (a local directory) holds exactly `expected`, and that the ledger records
+/// each file as published with the hash of what the remote holds.
+fn assert_remote_and_ledger_match(env: &Env, expected: &BTreeMap<PathBuf, Vec<u8>>) {
+    let on_remote = files_under(&env.target);
+    let wanted: Vec<PathBuf> = expected.keys().cloned().collect();
+    assert_eq!(on_remote, wanted, "remote holds other files than the drop folder");
+    let ledger = env.ledger();
+    for (rel, local) in expected {
+        let remote = std::fs::read(env.target.join(rel)).unwrap();
+        assert!(remote == *local, "{} differs on the remote", rel.display());
+        let entry = ledger.lookup(rel).unwrap().expect("in the ledger");
+        assert_eq!(
+            entry.sha256,
+            Some(sha256(&remote)),
+            "ledger hash of {} is not what the remote has",
+            rel.display()
+        );
+    }
+    let status = ledger.status().unwrap();
+    assert_eq!((status.pending, status.failed), (0, 0), "{status:?}");
+    assert_eq!(status.published as usize, expected.len());
+}
+
+#[test]
+fn killed_at_random_moments_loses_nothing_and_the_ledger_matches_the_remote() {
+    let (cycles, files) = if soak() { (20, 2000) } else { (6, 300) };
+    let mut rng = Rng::from_env("crash cycles");
+    let mut env = Env::new();
+    env.set("upload.slots", "4");
+    let mut expected = BTreeMap::new();
+    let mut version = vec![0usize; files];
+    let per_cycle = files / cycles;
+    let started = Instant::now();
+    for cycle in 0..cycles {
+        let daemon = env.spawn();
+        let new = cycle * per_cycle..(cycle + 1) * per_cycle;
+        // New files, and rewrites of a few earlier ones, while the daemon is at work.
+        let rewrites: Vec<usize> = (0..per_cycle / 10)
+            .map(|_| rng.below(new.end as u64) as usize)
+            .collect();
+        for i in new.chain(rewrites) {
+            version[i] += 1;
+            let rel = PathBuf::from(format!("d{}/f{i}.bin", i % 20));
+            let bytes = content(i, version[i]);
+            env.write(rel.to_str().unwrap(), &bytes);
+            expected.insert(rel, bytes);
+        }
+        // The fault's timing, not a wait for a condition: a kill at a random moment.
+        std::thread::sleep(Duration::from_millis(rng.below(1500)));
+        drop(daemon); // SIGKILL
+    }
+    let daemon = env.spawn();
+    wait_until("every file published after the last kill", Some(&daemon), || {
+        expected
+            .iter()
+            .all(|(rel, bytes)| has_content(&env.target.join(rel), bytes))
+            && env.ledger().status().unwrap().published as usize == expected.len()
+    });
+    assert!(daemon.stop().success());
+    assert_remote_and_ledger_match(&env, &expected);
+    eprintln!(
+        "FIGURE crash: {cycles} kill -9 cycles, {} files ({} versions written): 0 lost, 0 wrong, ledger = remote ({:.1} s)",
+        expected.len(),
+        version.iter().sum::<usize>(),
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// Versions a writer has finished (closed), by hash, per file.
+type Versions = Arc<Mutex<HashSet<[u8; 32]>>>;
+
+/// Appends to and rewrites `paths` for `duration`, in several `write`s per version with pauses
+/// in between (sometimes long ones, with the file still open), and records every complete version.
+fn torn_writer(paths: Vec<PathBuf>, duration: Duration, seed: u64, complete: Versions) -> usize {
+    let mut rng = Rng::from_seed(seed);
+    let mut contents: Vec<Vec<u8>> = vec![Vec::new(); paths.len()];
+    let start = Instant::now();
+    let mut versions = 0;
+    while start.elapsed() < duration {
+        let which = rng.below(paths.len() as u64) as usize;
+        let append = rng.below(3) == 0 && contents[which].len() < (1 << 20);
+        let chunk = format!("v{versions} ").repeat(1 + rng.below(4000) as usize);
+        let mut file = if append {
+            contents[which].extend_from_slice(chunk.as_bytes());
+            std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(&paths[which])
+        } else {
+            contents[which] = chunk.clone().into_bytes();
+            std::fs::File::create(&paths[which])
+        }
+        .unwrap();
+        let pieces = chunk.as_bytes().chunks(chunk.len() / 4 + 1);
+        for piece in pieces {
+            file.write_all(piece).unwrap();
+            // A writer pausing mid-version: usually briefly, sometimes longer than the
+            // stability window, which unchanged metadata alone would take for "finished".
+            let pause = if rng.below(20) == 0 {
+                300
+            } else {
+                rng.below(3)
+            };
+            std::thread::sleep(Duration::from_millis(pause));
+        }
+        complete.lock().unwrap().insert(sha256(&contents[which]));
+        drop(file);
+        versions += 1;
+        std::thread::sleep(Duration::from_millis(rng.below(40)));
+    }
+    versions
+}
+
+#[test]
+fn files_appended_and_rewritten_continuously_only_ever_appear_complete_on_the_remote() {
+    let mut env = Env::new();
+    env.set("debounce.quiet", "50ms")
+        .set("stability.window", "100ms")
+        .set("stability.max_wait", "1s");
+    let daemon = env.spawn();
+    let names = ["a.log", "b.dat", "sub/c.txt"];
+    std::fs::create_dir_all(env.drop.join("sub")).unwrap();
+    let sources: Vec<PathBuf> = names.iter().map(|n| env.drop.join(n)).collect();
+    let targets: Vec<PathBuf> = names.iter().map(|n| env.target.join(n)).collect();
+    let complete: Versions = Default::default();
+    let seed = Rng::from_env("torn writes").next();
+    let writer = {
+        let (sources, complete) = (sources.clone(), complete.clone());
+        std::thread::spawn(move || torn_writer(sources, Duration::from_secs(10), seed, complete))
+    };
+    // Every distinct content seen on the remote, polled as fast as the disk allows.
+    let stop = Arc::new(AtomicBool::new(false));
+    let poller = {
+        let (targets, stop) = (targets.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut seen: HashMap<[u8; 32], (PathBuf, usize)> = HashMap::new();
+            let deadline = Instant::now() + DEADLINE;
+            while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+                for t in &targets {
+                    if let Ok(bytes) = std::fs::read(t) {
+                        seen.entry(sha256(&bytes)).or_insert((t.clone(), bytes.len()));
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            seen
+        })
+    };
+    let versions = writer.join().unwrap();
+    wait_until("the last version of each file published", Some(&daemon), || {
+        sources
+            .iter()
+            .zip(&targets)
+            .all(|(s, t)| has_content(t, &std::fs::read(s).unwrap()))
+    });
+    stop.store(true, Ordering::SeqCst);
+    let seen = poller.join().unwrap();
+    assert!(daemon.stop().success());
+    let complete = complete.lock().unwrap();
+    let torn: Vec<_> = seen
+        .iter()
+        .filter(|(hash, _)| !complete.contains(*hash))
+        .map(|(_, (path, len))| format!("{} ({len} bytes)", path.display()))
+        .collect();
+    let publishes: u64 = names.iter().map(|n| env.uploads(n)).sum();
+    eprintln!(
+        "FIGURE torn: {versions} versions written in 10 s, {publishes} published, {} distinct seen on the remote, {} torn",
+        seen.len(),
+        torn.len()
+    );
+    assert!(torn.is_empty(), "torn copies visible on the remote: {torn:?}");
+    assert!(publishes >= names.len() as u64);
+}
