@@ -187,6 +187,8 @@ async fn publish_run(shared: &Shared, run: Vec<Publish>) {
             .map(|(p, _)| PublishItem {
                 path: p.path.clone(),
                 staged: p.staged.clone(),
+                size: p.meta.size,
+                sha256: p.sha256,
             })
             .collect();
         let results = shared.remote.publish(items).await;

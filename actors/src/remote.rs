@@ -15,6 +15,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::Stream;
 
+use crate::fileinfo::ContentHash;
+
 /// A file's content as it is read from disk, chunk by chunk.
 pub type ContentStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
 
@@ -32,6 +34,10 @@ pub struct RemoteRef(pub String);
 pub struct PublishItem {
     pub path: PathBuf,
     pub staged: Staged,
+    /// What was staged, so a remote can recognise its own earlier publish when the answer to it
+    /// was lost and the retry finds the staged upload already gone.
+    pub size: u64,
+    pub sha256: ContentHash,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

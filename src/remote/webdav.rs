@@ -11,7 +11,9 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use dropslot_actors::remote::{ContentStream, PublishItem, Remote, RemoteError, RemoteRef, Staged};
+use futures_util::StreamExt;
 use reqwest::{Method, StatusCode, Url};
+use sha2::{Digest, Sha256};
 
 use super::{classify_transport, staging_name, status_error};
 use crate::config::{RemoteConfig, Secret};
@@ -211,7 +213,7 @@ impl Remote for WebDavRemote {
     async fn publish(&self, items: Vec<PublishItem>) -> Vec<Result<RemoteRef, RemoteError>> {
         let mut results = Vec::with_capacity(items.len());
         for item in &items {
-            results.push(self.move_into_place(&item.path).await);
+            results.push(self.move_into_place(item).await);
         }
         results
     }
@@ -238,7 +240,8 @@ impl Remote for WebDavRemote {
 }
 
 impl WebDavRemote {
-    async fn move_into_place(&self, path: &Path) -> Result<RemoteRef, RemoteError> {
+    async fn move_into_place(&self, item: &PublishItem) -> Result<RemoteRef, RemoteError> {
+        let path = &item.path;
         let context = format!("cannot publish {}", path.display());
         let destination = self.url(path, false)?;
         let request = self
@@ -247,7 +250,42 @@ impl WebDavRemote {
             .header("Overwrite", "T");
         match self.send(&context, request).await? {
             s if s.is_success() => Ok(RemoteRef(path.display().to_string())),
+            // The staged file is gone: if the answer to an earlier MOVE was lost, the file is
+            // already in place, which only its content can tell.
+            StatusCode::NOT_FOUND if self.holds(&context, destination, item).await? => {
+                Ok(RemoteRef(path.display().to_string()))
+            }
             s => Err(status_error(&context, s)),
         }
+    }
+
+    /// Whether `url` has exactly the content of `item` (read back and hashed). A failure to find
+    /// out is an error of its own, so a flaky link is retried rather than taken for "no".
+    async fn holds(
+        &self,
+        context: &str,
+        url: Url,
+        item: &PublishItem,
+    ) -> Result<bool, RemoteError> {
+        let transport = |e: reqwest::Error| classify_transport(context, &e, self.base.as_str());
+        let response = self
+            .request(Method::GET, url)
+            .send()
+            .await
+            .map_err(transport)?;
+        match response.status() {
+            StatusCode::NOT_FOUND => return Ok(false),
+            s if !s.is_success() => return Err(status_error(context, s)),
+            _ => {}
+        }
+        if response.content_length() != Some(item.size) {
+            return Ok(false);
+        }
+        let mut hasher = Sha256::new();
+        let mut body = response.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            hasher.update(&chunk.map_err(transport)?);
+        }
+        Ok(<[u8; 32]>::from(hasher.finalize()) == item.sha256)
     }
 }

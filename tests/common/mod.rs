@@ -3,6 +3,7 @@
 //! sleeps: CI machines are small and busy).
 #![allow(dead_code)] // each test file uses a different subset
 
+pub mod flaky_proxy;
 pub mod servers;
 
 use std::collections::HashMap;
@@ -193,8 +194,10 @@ pub fn wait_until(what: &str, daemon: Option<&Daemon>, mut cond: impl FnMut() ->
     while !cond() {
         if start.elapsed() > DEADLINE {
             let log = daemon.map(Daemon::log_text).unwrap_or_default();
+            // Metrics lines repeat every few seconds and would crowd out what went wrong.
             let tail: String = log
                 .lines()
+                .filter(|l| !l.contains(r#""kind":"metrics""#))
                 .rev()
                 .take(40)
                 .collect::<Vec<_>>()
