@@ -1,4 +1,4 @@
-//! The three commands: `run` (the daemon, or `--once`), `status` and `check`. Owns what each
+//! The commands: `run` (the daemon, or `--once`), `status`, `check` and `rebuild-ledger`. Owns what each
 //! command prints and its exit code; the work is done by the pipeline, the ledger and the remote.
 
 use std::path::{Path, PathBuf};
@@ -141,6 +141,108 @@ pub fn check(loaded: Loaded) -> anyhow::Result<ExitCode> {
             Ok(EXIT_FAILED)
         }
     }
+}
+
+/// `dropslot rebuild-ledger`: replaces a damaged or lost ledger. The old file (if any) is kept
+/// beside it as `ledger.sqlite.damaged-<unix time>`; every file in the drop folder is hashed and
+/// recorded as published if the remote holds exactly that content (read back and compared), so
+/// the next run uploads only what is really missing. Remotes that cannot read back (Tahoe) get
+/// everything again.
+pub fn rebuild_ledger(loaded: Loaded) -> anyhow::Result<ExitCode> {
+    use dropslot_actors::fileinfo::hash_file;
+    use dropslot_actors::ledger::PublishedFile;
+    use futures_util::StreamExt;
+
+    let settings = &loaded.settings;
+    let file = settings.ledger_path();
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut kept = None;
+    for suffix in ["", "-wal", "-shm"] {
+        let from = PathBuf::from(format!("{}{suffix}", file.display()));
+        let to = PathBuf::from(format!("{}{suffix}.damaged-{stamp}", file.display()));
+        match std::fs::rename(&from, &to) {
+            Ok(()) if suffix.is_empty() => kept = Some(to),
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot set aside {}", from.display()))
+            }
+        }
+    }
+    let ledger = SqliteLedger::open(&file)?;
+    let remote = remote::build(&settings.remote)?;
+    let root = settings.watch.path.clone();
+    let files = regular_files(&root, &settings.ignore_rules().context("watch.ignore")?);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (mut recorded, mut missing) = (0u64, 0u64);
+    runtime.block_on(async {
+        let mut checks = futures_util::stream::iter(files)
+            .map(|rel| {
+                let (remote, abs) = (remote.clone(), root.join(&rel));
+                async move {
+                    let (sha256, meta) = tokio::task::spawn_blocking(move || hash_file(&abs))
+                        .await?
+                        .with_context(|| format!("cannot read {}", rel.display()))?;
+                    let held = remote.holds(&rel, meta.size, &sha256).await?;
+                    anyhow::Ok((rel, meta, sha256, held))
+                }
+            })
+            .buffer_unordered(settings.upload.slots);
+        while let Some(checked) = checks.next().await {
+            match checked {
+                Ok((path, meta, sha256, true)) => {
+                    let remote_ref = path.display().to_string();
+                    ledger.record_published(&[PublishedFile {
+                        path,
+                        meta,
+                        sha256,
+                        remote_ref,
+                    }])?;
+                    recorded += 1;
+                }
+                Ok((_, _, _, false)) => missing += 1,
+                // The next run looks at this file again, like any other not in the ledger.
+                Err(e) => {
+                    tracing::warn!("{e:#}");
+                    missing += 1;
+                }
+            }
+        }
+        anyhow::Ok(())
+    })?;
+    if let Some(kept) = kept {
+        println!("the old ledger was kept as {}", kept.display());
+    }
+    println!(
+        "rebuilt {}: {recorded} file(s) already on the remote recorded as published, {missing} to upload on the next run",
+        file.display()
+    );
+    Ok(EXIT_OK)
+}
+
+/// Regular files under `root` (relative), skipping ignored paths; no links are followed.
+fn regular_files(root: &Path, ignore: &dropslot_actors::watcher::IgnoreRules) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut dirs = vec![PathBuf::new()];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(root.join(&dir)) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let rel = dir.join(entry.file_name());
+            match entry.file_type() {
+                _ if ignore.is_ignored(&rel) => {}
+                Ok(t) if t.is_dir() => dirs.push(rel),
+                Ok(t) if t.is_file() => files.push(rel),
+                _ => {}
+            }
+        }
+    }
+    files
 }
 
 /// Loads the configuration for a command; `None` path means the default search.

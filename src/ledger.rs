@@ -72,7 +72,12 @@ impl SqliteLedger {
     pub fn open(file: &Path) -> Result<Self, LedgerError> {
         let err = |e: rusqlite::Error| LedgerError {
             path: file.display().to_string(),
-            message: e.to_string(),
+            message: match e.sqlite_error_code() {
+                Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase) => {
+                    format!("{e}: the file is damaged; `dropslot rebuild-ledger` sets it aside and builds a new one from the drop folder and the remote")
+                }
+                _ => e.to_string(),
+            },
         };
         if let Some(dir) = file.parent() {
             std::fs::create_dir_all(dir).map_err(|e| LedgerError {
@@ -88,6 +93,16 @@ impl SqliteLedger {
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
+        // A damaged file may open fine and fail on some later query, mid-run; find out now.
+        let verdict: String = conn
+            .query_row("PRAGMA quick_check(1)", [], |r| r.get(0))
+            .map_err(err)?;
+        if verdict != "ok" {
+            return Err(err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+                Some(verdict),
+            )));
+        }
         Ok(SqliteLedger {
             file: file.to_path_buf(),
             conn: Mutex::new(conn),

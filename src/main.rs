@@ -45,6 +45,12 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Replace a damaged or lost ledger: keep the old file aside, record every file the remote
+    /// already holds with the same content, leave the rest for the next run.
+    RebuildLedger {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -54,6 +60,7 @@ fn main() -> ExitCode {
         Command::Run { config, once } => (config, Box::new(move |l| commands::run(l, once))),
         Command::Status { config, json } => (config, Box::new(move |l| commands::status(l, json))),
         Command::Check { config } => (config, Box::new(commands::check)),
+        Command::RebuildLedger { config } => (config, Box::new(commands::rebuild_ledger)),
     };
     let loaded = match commands::load_config(config) {
         Ok(loaded) => loaded,

@@ -358,3 +358,98 @@ fn every_file_arrives_when_the_server_is_down_for_30_seconds_mid_burst() {
         recovery.as_secs_f64()
     );
 }
+
+/// Modification times of everything on the (local) remote: a re-upload replaces the file.
+fn remote_mtimes(env: &Env) -> BTreeMap<PathBuf, std::time::SystemTime> {
+    files_under(&env.target)
+        .into_iter()
+        .map(|rel| {
+            let mtime = std::fs::metadata(env.target.join(&rel))
+                .unwrap()
+                .modified()
+                .unwrap();
+            (rel, mtime)
+        })
+        .collect()
+}
+
+#[test]
+fn a_damaged_ledger_stops_with_a_clear_error_and_rebuild_resends_only_what_changed() {
+    let env = Env::new();
+    write_tree(&env, 50, |i| format!("d{}/f{i}.txt", i % 5));
+    let out = env.run_once();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ledger_file = env.state.join("ledger.sqlite");
+    for damage in ["truncated", "garbage"] {
+        let before = remote_mtimes(&env);
+        let len = std::fs::metadata(&ledger_file).unwrap().len();
+        match damage {
+            "truncated" => std::fs::File::options()
+                .write(true)
+                .open(&ledger_file)
+                .unwrap()
+                .set_len(len / 2)
+                .unwrap(),
+            _ => std::fs::write(&ledger_file, vec![0x5a; len as usize]).unwrap(),
+        }
+        let out = env.run_once();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{damage}: {stderr}");
+        assert!(
+            stderr.contains("ledger.sqlite") && stderr.contains("dropslot rebuild-ledger"),
+            "{damage}: the error must name the file and the recovery: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert_eq!(
+            remote_mtimes(&env),
+            before,
+            "{damage}: something was re-sent"
+        );
+        // While it was broken: one file changed, one appeared.
+        env.write(
+            "d1/f1.txt",
+            format!("changed while the ledger was {damage}").as_bytes(),
+        );
+        env.write(&format!("new-{damage}.txt"), b"new");
+
+        let out = env.command(&["rebuild-ledger"]).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("kept as"), "{stdout}");
+        let files = files_under(&env.drop).len();
+        assert!(
+            stdout.contains(&format!("{} file(s) already on the remote", files - 2))
+                && stdout.contains("2 to upload"),
+            "{stdout}"
+        );
+        let out = env.run_once();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let after = remote_mtimes(&env);
+        let resent: Vec<_> = after
+            .iter()
+            .filter(|(rel, mtime)| before.get(*rel) != Some(mtime))
+            .map(|(rel, _)| rel.display().to_string())
+            .collect();
+        assert_eq!(
+            resent,
+            ["d1/f1.txt".to_string(), format!("new-{damage}.txt")]
+        );
+        eprintln!(
+            "FIGURE ledger: {damage} ledger -> exit 1 naming the file and `dropslot rebuild-ledger`; rebuild recorded {} files from the remote, the next run sent {} (the changed and the new one)",
+            files - 2,
+            resent.len()
+        );
+    }
+}

@@ -103,6 +103,18 @@ pub trait Remote: Send + Sync + 'static {
     /// Forgets the staged upload of `path` that will not be published.
     async fn discard(&self, path: &Path, staged: Staged);
 
+    /// Whether `path` is published with exactly this content (read back and hashed). It tells a
+    /// publish whose answer was lost from one that never happened, and lets a lost ledger be
+    /// rebuilt without sending everything again. `false` where a remote cannot tell.
+    async fn holds(
+        &self,
+        _path: &Path,
+        _size: u64,
+        _sha256: &ContentHash,
+    ) -> Result<bool, RemoteError> {
+        Ok(false)
+    }
+
     /// Removes the published file `path`; a file that is not there is not an error.
     async fn delete(&self, path: &Path) -> Result<(), RemoteError>;
 

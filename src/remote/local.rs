@@ -15,6 +15,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
+use dropslot_actors::fileinfo::{hash_file, is_gone, ContentHash};
 use dropslot_actors::remote::{ContentStream, PublishItem, Remote, RemoteError, RemoteRef, Staged};
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
@@ -187,6 +188,23 @@ impl Remote for LocalRemote {
 
     async fn discard(&self, path: &Path, _staged: Staged) {
         let _ = tokio::fs::remove_file(self.staging_file(path)).await;
+    }
+
+    async fn holds(
+        &self,
+        path: &Path,
+        size: u64,
+        sha256: &ContentHash,
+    ) -> Result<bool, RemoteError> {
+        let dest = self.root.join(path);
+        let found = tokio::task::spawn_blocking(move || hash_file(&dest))
+            .await
+            .map_err(|e| RemoteError::transient(format!("read-back task failed: {e}")))?;
+        match found {
+            Ok((hash, meta)) => Ok(meta.size == size && hash == *sha256),
+            Err(e) if is_gone(&e) => Ok(false),
+            Err(e) => Err(classify(format!("cannot read back {}", path.display()), e)),
+        }
     }
 
     async fn delete(&self, path: &Path) -> Result<(), RemoteError> {

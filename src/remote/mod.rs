@@ -10,6 +10,7 @@ pub mod webdav;
 use std::error::Error as StdError;
 use std::sync::Arc;
 
+use dropslot_actors::fileinfo::ContentHash;
 use dropslot_actors::remote::{Remote, RemoteError};
 
 use crate::config::{RemoteConfig, RemoteKind};
@@ -24,6 +25,22 @@ pub fn build(config: &RemoteConfig) -> anyhow::Result<Arc<dyn Remote>> {
         }
         RemoteKind::Tahoe => Arc::new(tahoe::TahoeRemote::new(config).map_err(anyhow::Error::msg)?),
     })
+}
+
+/// Whether a downloaded body hashes to `sha256`; a failed read is the caller's kind of error.
+pub async fn body_matches<E>(
+    body: impl futures_util::Stream<Item = Result<bytes::Bytes, E>>,
+    sha256: &ContentHash,
+    error: impl Fn(E) -> RemoteError,
+) -> Result<bool, RemoteError> {
+    use futures_util::StreamExt;
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    let mut body = std::pin::pin!(body);
+    while let Some(chunk) = body.next().await {
+        hasher.update(&chunk.map_err(&error)?);
+    }
+    Ok(<ContentHash>::from(hasher.finalize()) == *sha256)
 }
 
 /// Words a network failure for an operator: refused, unknown host, timeout, or the HTTP status,

@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
+use dropslot_actors::fileinfo::ContentHash;
 use dropslot_actors::remote::{ContentStream, PublishItem, Remote, RemoteError, RemoteRef, Staged};
 use futures_util::StreamExt;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
@@ -28,7 +29,7 @@ use object_store::{
     ClientOptions, MultipartUpload, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig,
 };
 
-use super::classify_transport;
+use super::{body_matches, classify_transport};
 use crate::config::RemoteConfig;
 
 /// Parallel PUTs (or multipart completions) from the linker, across all batches.
@@ -388,6 +389,27 @@ impl Remote for S3Remote {
         if let Some(StagedObject::Multipart(mut upload)) = self.take(&staged) {
             let _ = upload.abort().await;
         }
+    }
+
+    async fn holds(
+        &self,
+        path: &Path,
+        size: u64,
+        sha256: &ContentHash,
+    ) -> Result<bool, RemoteError> {
+        let key = self.key(path)?;
+        let found = match self.store.get(&key).await {
+            Ok(found) => found,
+            Err(object_store::Error::NotFound { .. }) => return Ok(false),
+            Err(e) => return Err(self.describe_error("cannot read back", path, e)),
+        };
+        if found.meta.size != size {
+            return Ok(false);
+        }
+        body_matches(found.into_stream(), sha256, |e| {
+            self.describe_error("cannot read back", path, e)
+        })
+        .await
     }
 
     async fn delete(&self, path: &Path) -> Result<(), RemoteError> {

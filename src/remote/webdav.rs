@@ -10,12 +10,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
+use dropslot_actors::fileinfo::ContentHash;
 use dropslot_actors::remote::{ContentStream, PublishItem, Remote, RemoteError, RemoteRef, Staged};
-use futures_util::StreamExt;
 use reqwest::{Method, StatusCode, Url};
-use sha2::{Digest, Sha256};
 
-use super::{classify_transport, staging_name, status_error};
+use super::{body_matches, classify_transport, staging_name, status_error};
 use crate::config::{RemoteConfig, Secret};
 
 pub struct WebDavRemote {
@@ -224,6 +223,32 @@ impl Remote for WebDavRemote {
         }
     }
 
+    /// A failure to find out is an error of its own, so a flaky link is retried rather than
+    /// taken for "no".
+    async fn holds(
+        &self,
+        path: &Path,
+        size: u64,
+        sha256: &ContentHash,
+    ) -> Result<bool, RemoteError> {
+        let context = format!("cannot read back {}", path.display());
+        let transport = |e: reqwest::Error| classify_transport(&context, &e, self.base.as_str());
+        let response = self
+            .request(Method::GET, self.url(path, false)?)
+            .send()
+            .await
+            .map_err(transport)?;
+        match response.status() {
+            StatusCode::NOT_FOUND => return Ok(false),
+            s if !s.is_success() => return Err(status_error(&context, s)),
+            _ => {}
+        }
+        if response.content_length() != Some(size) {
+            return Ok(false);
+        }
+        body_matches(response.bytes_stream(), sha256, transport).await
+    }
+
     async fn delete(&self, path: &Path) -> Result<(), RemoteError> {
         let context = format!("cannot delete {}", path.display());
         match self
@@ -252,40 +277,10 @@ impl WebDavRemote {
             s if s.is_success() => Ok(RemoteRef(path.display().to_string())),
             // The staged file is gone: if the answer to an earlier MOVE was lost, the file is
             // already in place, which only its content can tell.
-            StatusCode::NOT_FOUND if self.holds(&context, destination, item).await? => {
+            StatusCode::NOT_FOUND if self.holds(path, item.size, &item.sha256).await? => {
                 Ok(RemoteRef(path.display().to_string()))
             }
             s => Err(status_error(&context, s)),
         }
-    }
-
-    /// Whether `url` has exactly the content of `item` (read back and hashed). A failure to find
-    /// out is an error of its own, so a flaky link is retried rather than taken for "no".
-    async fn holds(
-        &self,
-        context: &str,
-        url: Url,
-        item: &PublishItem,
-    ) -> Result<bool, RemoteError> {
-        let transport = |e: reqwest::Error| classify_transport(context, &e, self.base.as_str());
-        let response = self
-            .request(Method::GET, url)
-            .send()
-            .await
-            .map_err(transport)?;
-        match response.status() {
-            StatusCode::NOT_FOUND => return Ok(false),
-            s if !s.is_success() => return Err(status_error(context, s)),
-            _ => {}
-        }
-        if response.content_length() != Some(item.size) {
-            return Ok(false);
-        }
-        let mut hasher = Sha256::new();
-        let mut body = response.bytes_stream();
-        while let Some(chunk) = body.next().await {
-            hasher.update(&chunk.map_err(transport)?);
-        }
-        Ok(<[u8; 32]>::from(hasher.finalize()) == item.sha256)
     }
 }
