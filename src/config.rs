@@ -36,6 +36,8 @@ pub struct WatchConfig {
     pub ignore: Vec<String>,
     #[serde(with = "humantime_serde")]
     pub rescan_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]

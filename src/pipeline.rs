@@ -156,6 +156,8 @@ impl Pipeline {
                 ignore: settings.ignore_rules().context("watch.ignore")?,
                 rescan_interval: (!settings.watch.rescan_interval.is_zero())
                     .then_some(settings.watch.rescan_interval),
+                poll_interval: (!settings.watch.poll_interval.is_zero())
+                    .then_some(settings.watch.poll_interval),
                 log_interval,
             },
             ledger,

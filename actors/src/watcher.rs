@@ -67,6 +67,9 @@ pub struct WatchSettings {
     pub ignore: IgnoreRules,
     /// `None` disables periodic rescans.
     pub rescan_interval: Option<Duration>,
+    /// How often to rescan while some directory has no watch (out of inotify watches); `None`
+    /// disables the fallback.
+    pub poll_interval: Option<Duration>,
     pub log_interval: Duration,
 }
 
@@ -78,6 +81,11 @@ pub struct ScanProgress {
     root_missing: AtomicBool,
     /// Set on shutdown: walks under way stop at the next directory.
     stopping: AtomicBool,
+    /// Some directory could not be watched (the kernel's watch limit): poll until a full scan
+    /// gets every watch.
+    unwatched_dirs: AtomicBool,
+    /// The limit is reported once per run, not once per poll.
+    limit_reported: AtomicBool,
 }
 
 impl ScanProgress {
@@ -139,6 +147,8 @@ impl Watcher {
                 running: AtomicUsize::new(1),
                 root_missing: AtomicBool::new(false),
                 stopping: AtomicBool::new(false),
+                unwatched_dirs: AtomicBool::new(false),
+                limit_reported: AtomicBool::new(false),
             }),
             full_scan_running: false,
             full_scan_again: false,
@@ -214,7 +224,7 @@ impl Watcher {
                 }
                 WatchInput::Event(Err(e)) => {
                     self.stats.error();
-                    report_watch_error(&e, &self.settings.root);
+                    report_watch_error(&e, &self.settings);
                     rescan |= matches!(e.kind, notify::ErrorKind::MaxFilesWatch);
                 }
                 WatchInput::Found(paths) => touched.extend(paths),
@@ -235,7 +245,10 @@ impl Watcher {
         }
         self.start_walks(walks);
         if rescan {
-            tracing::warn!(root = %self.settings.root.display(), "events may have been lost (queue overflow); rescanning the drop folder");
+            // Overflows during a rescan are covered by the one queued after it: say so once.
+            if !self.full_scan_again {
+                tracing::warn!(root = %self.settings.root.display(), "events may have been lost (queue overflow); rescanning the drop folder");
+            }
             self.start_full_scan(false);
         }
         self.stats.busy_since(started);
@@ -308,12 +321,21 @@ fn is_relevant(kind: &EventKind) -> bool {
     }
 }
 
-fn report_watch_error(e: &notify::Error, root: &Path) {
+fn report_watch_error(e: &notify::Error, settings: &WatchSettings) {
     match e.kind {
-        notify::ErrorKind::MaxFilesWatch => tracing::error!(
-            root = %root.display(),
-            "out of inotify watches: raise the kernel limit fs.inotify.max_user_watches (for example `sysctl fs.inotify.max_user_watches=524288`); until then, changes in unwatched directories are found only by rescans"
-        ),
+        notify::ErrorKind::MaxFilesWatch => {
+            let fallback = match settings.poll_interval {
+                Some(every) => format!(
+                    "until then, the drop folder is rescanned every {} (watch.poll_interval)",
+                    format!("{every:?}")
+                ),
+                None => "until then, changes in unwatched directories are found only by rescans (watch.poll_interval is off)".to_string(),
+            };
+            tracing::error!(
+                root = %settings.root.display(),
+                "out of inotify watches: raise the kernel limit fs.inotify.max_user_watches (for example `sysctl fs.inotify.max_user_watches=524288`); {fallback}"
+            )
+        }
         _ => tracing::warn!(paths = ?e.paths, "watch error: {e}"),
     }
 }
@@ -389,6 +411,15 @@ impl Scan {
         }
         if full {
             self.find_deleted(&mut batch);
+            let was = self
+                .progress
+                .unwatched_dirs
+                .swap(out_of_watches, Ordering::SeqCst);
+            if was && !out_of_watches {
+                tracing::info!(root = %root.display(), "every directory is watched again; polling stops");
+            }
+        } else if out_of_watches {
+            self.progress.unwatched_dirs.store(true, Ordering::SeqCst);
         }
         self.send(&mut batch);
         self.stats.busy_since(started);
@@ -407,8 +438,9 @@ impl Scan {
         match result {
             Ok(()) => {}
             Err(e) if matches!(e.kind, notify::ErrorKind::MaxFilesWatch) => {
-                if !std::mem::replace(out_of_watches, true) {
-                    report_watch_error(&e, &self.settings.root);
+                *out_of_watches = true;
+                if !self.progress.limit_reported.swap(true, Ordering::SeqCst) {
+                    report_watch_error(&e, &self.settings);
                 }
             }
             Err(e) => tracing::warn!(dir = %dir.display(), "cannot watch directory: {e}"),
@@ -475,6 +507,13 @@ impl Actor for Watcher {
         self.start_full_scan(true);
         if let Some(every) = self.settings.rescan_interval {
             ctx.run_interval(every, |act, _| act.start_full_scan(false));
+        }
+        if let Some(every) = self.settings.poll_interval {
+            ctx.run_interval(every, |act, _| {
+                if act.progress.unwatched_dirs.load(Ordering::SeqCst) && !act.full_scan_running {
+                    act.start_full_scan(false);
+                }
+            });
         }
         // A missing drop folder is looked for again every second.
         ctx.run_interval(Duration::from_secs(1), |act, _| {
