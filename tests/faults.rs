@@ -453,3 +453,108 @@ fn a_damaged_ledger_stops_with_a_clear_error_and_rebuild_resends_only_what_chang
         );
     }
 }
+
+/// Everything dropslot says while it works, fails and reports, at the most verbose log level:
+/// `check`, `run --once`, `status` and `status --json`.
+fn everything_said(env: &mut Env) -> String {
+    env.log_level("trace");
+    let mut said = String::new();
+    for args in [&["check"][..], &["status"], &["status", "--json"]] {
+        let out = env.command(args).output().unwrap();
+        said += &String::from_utf8_lossy(&out.stdout);
+        said += &String::from_utf8_lossy(&out.stderr);
+    }
+    said += &String::from_utf8_lossy(&env.run_once().stderr);
+    said
+}
+
+fn assert_never_said(said: &str, secrets: &[&str], what: &str) {
+    assert!(
+        said.len() > 1000,
+        "{what}: too little output to prove anything:\n{said}"
+    );
+    for secret in secrets {
+        assert!(
+            !said.contains(secret),
+            "{what}: a secret leaked ({secret}):\n{said}"
+        );
+    }
+    eprintln!(
+        "FIGURE secrets {what}: {} bytes of trace-level logs, check and status output searched, 0 secrets found",
+        said.len()
+    );
+}
+
+#[test]
+fn credentials_and_write_caps_never_appear_in_logs_status_or_errors() {
+    let (Some(mut moto), Some(mut nginx), Some(grid)) = (
+        Server::moto(),
+        Server::nginx(Some("dropper:{PLAIN}dav-pass-7b3e91")),
+        servers::TahoeGrid::start(),
+    ) else {
+        return;
+    };
+    moto.create_bucket("drops");
+    let s3_secret = "s3-secret-0d5c2a77e1";
+    let mut s3 = Env::new();
+    s3.set("remote.kind", "s3")
+        .set("remote.endpoint", &moto.url())
+        .set("remote.bucket", "drops")
+        .set("remote.path_style", "true")
+        .set("remote.access_key_id", "AKIDLEAKTEST01")
+        .set("remote.secret_access_key", s3_secret)
+        .set("upload.max_attempts", "2");
+    let mut dav = Env::new();
+    dav.set("remote.kind", "webdav")
+        .set("remote.url", &format!("{}/drops/", nginx.url()))
+        .set("remote.username", "dropper")
+        .set("remote.password", "dav-pass-7b3e91")
+        .set("upload.max_attempts", "2");
+    let mut tahoe = Env::new();
+    let dircap_file = tahoe.dir.path().join("dircap");
+    std::fs::write(&dircap_file, format!("{}\n", grid.dircap)).unwrap();
+    tahoe
+        .set("remote.kind", "tahoe")
+        .set("remote.gateway", &grid.gateway.url())
+        .set("remote.dircap_file", &dircap_file.display().to_string())
+        .set("upload.max_attempts", "2");
+    // The secret part of a cap is what follows the kind; its first characters would do.
+    let cap_secret = grid.dircap.split(':').nth(2).unwrap().to_string();
+
+    for env in [&s3, &dav, &tahoe] {
+        env.write("ok.txt", b"works");
+        env.write("sub/dir/also.txt", b"works too");
+    }
+    // Working, then with the server gone (errors), then with wrong credentials where the
+    // server checks them.
+    let mut said = everything_said(&mut s3);
+    moto.stop();
+    s3.write("while-down.txt", b"x");
+    said += &everything_said(&mut s3);
+    assert_never_said(&said, &[s3_secret], "S3");
+
+    let mut said = everything_said(&mut dav);
+    dav.set("remote.password", "dav-wrong-4c1f0e");
+    dav.write("denied.txt", b"x");
+    said += &everything_said(&mut dav);
+    nginx.stop();
+    said += &everything_said(&mut dav);
+    // Also as it travels in the Authorization header (base64 of "dropper:dav-pass-7b3e91").
+    let header = "ZHJvcHBlcjpkYXYtcGFzcy03YjNlOTE=";
+    assert_never_said(
+        &said,
+        &["dav-pass-7b3e91", "dav-wrong-4c1f0e", header],
+        "WebDAV",
+    );
+
+    let mut said = everything_said(&mut tahoe);
+    assert_eq!(tahoe.ledger().status().unwrap().published, 2, "{said}");
+    std::fs::write(
+        &dircap_file,
+        format!("{}\n", grid.dircap.replace("DIR2:", "DIR2:x")),
+    )
+    .unwrap();
+    tahoe.write("bad-cap.txt", b"x");
+    said += &everything_said(&mut tahoe);
+    assert_never_said(&said, &[&cap_secret], "Tahoe");
+}

@@ -42,45 +42,10 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// moto has no buckets at start: create one with a signed request (any credentials).
-fn create_bucket(server: &Server) {
-    let status = std::process::Command::new("curl")
-        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT"])
-        .args(["--aws-sigv4", "aws:amz:us-east-1:s3", "--user", "test:test"])
-        .args(["-H", "x-amz-content-sha256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"])
-        .arg(format!("{}/{BUCKET}", server.url()))
-        .output()
-        .expect("curl");
-    assert_eq!(
-        String::from_utf8_lossy(&status.stdout),
-        "200",
-        "bucket creation failed"
-    );
-}
-
-/// Downloads `in/<rel>` and compares it with `expected`.
-fn remote_has(
-    rt: &tokio::runtime::Runtime,
-    store: &impl ObjectStore,
-    rel: &str,
-    expected: &[u8],
-) -> bool {
-    let key = object_store::path::Path::from(format!("in/{rel}"));
-    rt.block_on(async {
-        match store.get(&key).await {
-            Ok(result) => result
-                .bytes()
-                .await
-                .is_ok_and(|b| sha256(&b) == sha256(expected)),
-            Err(_) => false,
-        }
-    })
-}
-
 #[test]
 fn tree_of_small_files_rewrites_and_deletions_reach_s3_intact() {
     let Some(server) = Server::moto() else { return };
-    create_bucket(&server);
+    server.create_bucket(BUCKET);
     let mut env = Env::new();
     use_s3(&mut env, &server, "test", "test");
     env.set("remote.on_delete", "delete")
@@ -116,7 +81,7 @@ fn tree_of_small_files_rewrites_and_deletions_reach_s3_intact() {
 #[test]
 fn large_file_goes_up_in_parts_with_bounded_memory() {
     let Some(server) = Server::moto() else { return };
-    create_bucket(&server);
+    server.create_bucket(BUCKET);
     let mut env = Env::new();
     use_s3(&mut env, &server, "test", "test");
     env.set("remote.multipart_threshold", "16MiB")

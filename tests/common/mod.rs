@@ -54,6 +54,12 @@ impl Env {
         }
     }
 
+    /// Sets the log filter (`DROPSLOT_LOG`) for every later run.
+    pub fn log_level(&mut self, filter: &str) -> &mut Self {
+        self.vars.insert("DROPSLOT_LOG".into(), filter.into());
+        self
+    }
+
     /// Sets `DROPSLOT_<SECTION>__<KEY>` for every later run.
     pub fn set(&mut self, section_key: &str, value: &str) -> &mut Self {
         let var = format!("DROPSLOT_{}", section_key.to_uppercase().replace('.', "__"));
@@ -67,8 +73,8 @@ impl Env {
             .arg("--config")
             .arg(&self.config)
             .current_dir(self.dir.path())
-            .envs(&self.vars)
             .env_remove("DROPSLOT_LOG")
+            .envs(&self.vars)
             .stdin(Stdio::null());
         cmd
     }

@@ -215,6 +215,22 @@ impl Server {
     }
 
     /// nginx's document root: what the WebDAV server stores.
+    /// moto has no buckets at start: create one with a signed request (any credentials).
+    pub fn create_bucket(&self, bucket: &str) {
+        let status = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT"])
+            .args(["--aws-sigv4", "aws:amz:us-east-1:s3", "--user", "test:test"])
+            .args(["-H", "x-amz-content-sha256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"])
+            .arg(format!("{}/{bucket}", self.url()))
+            .output()
+            .expect("curl");
+        assert_eq!(
+            String::from_utf8_lossy(&status.stdout),
+            "200",
+            "bucket creation failed"
+        );
+    }
+
     pub fn webdav_root(&self) -> PathBuf {
         self.dir.path().join("root")
     }
