@@ -558,3 +558,208 @@ fn credentials_and_write_caps_never_appear_in_logs_status_or_errors() {
     said += &everything_said(&mut tahoe);
     assert_never_said(&said, &[&cap_secret], "Tahoe");
 }
+
+#[test]
+fn hostile_names_and_files_never_stop_the_daemon_and_every_skip_is_named() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let env = Env::new();
+    let daemon = env.spawn();
+    let names: Vec<PathBuf> = [
+        &b"line\nbreak.txt"[..],
+        b"tab\there",
+        b"bad-\xff\xfe.bin",
+        b"--help",
+        b"-rf",
+        b"..foo",
+        b"...",
+        b"a..b",
+        b".. ",
+        b" leading space",
+        b"star*?[x]{y}",
+        b"back\\slash",
+        b"%2e%2e",
+    ]
+    .iter()
+    .map(|b| PathBuf::from(OsStr::from_bytes(b)))
+    .chain([
+        PathBuf::from(format!("{}.txt", "n".repeat(251))), // 255 bytes, the longest name
+        PathBuf::from(
+            (0..40)
+                .map(|i| format!("l{i}"))
+                .collect::<Vec<_>>()
+                .join("/"),
+        )
+        .join("deep.txt"),
+    ])
+    .collect();
+    for (i, name) in names.iter().enumerate() {
+        let path = env.drop.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, format!("hostile {i}")).unwrap();
+    }
+    // Things that must never be read or followed, appearing while the daemon runs.
+    assert!(std::process::Command::new("mkfifo")
+        .arg(env.drop.join("a-fifo"))
+        .status()
+        .unwrap()
+        .success());
+    let _socket = std::os::unix::net::UnixListener::bind(env.drop.join("a-socket")).unwrap();
+    std::os::unix::fs::symlink("/etc/shadow", env.drop.join("to-shadow")).unwrap();
+    std::os::unix::fs::symlink("/etc", env.drop.join("to-etc")).unwrap();
+    std::os::unix::fs::symlink("self-loop", env.drop.join("self-loop")).unwrap();
+    wait_until("every hostile name published", Some(&daemon), || {
+        names
+            .iter()
+            .enumerate()
+            .all(|(i, name)| has_content(&env.target.join(name), format!("hostile {i}").as_bytes()))
+    });
+    wait_until("every skipped item named in the log", Some(&daemon), || {
+        let log = daemon.log_text();
+        ["a-fifo", "a-socket", "to-shadow", "to-etc", "self-loop"]
+            .iter()
+            .all(|n| log.contains(n))
+    });
+
+    // A file replaced by a directory and back.
+    env.write("flip", b"a file first");
+    wait_until("flip published as a file", Some(&daemon), || {
+        has_content(&env.target.join("flip"), b"a file first")
+    });
+    std::fs::remove_file(env.drop.join("flip")).unwrap();
+    env.write("flip/inner.txt", b"now a directory");
+    // The remote still has the file `flip` (deletions are kept by default), so the directory's
+    // file cannot be placed there: a failure by name, not a stop.
+    let mut flip_outcome = String::new();
+    wait_until(
+        "flip/inner.txt published or refused by name",
+        Some(&daemon),
+        || {
+            if has_content(&env.target.join("flip/inner.txt"), b"now a directory") {
+                flip_outcome = "flip/inner.txt published".into();
+            }
+            if let Some(f) = env
+                .ledger()
+                .status()
+                .unwrap()
+                .failures
+                .iter()
+                .find(|f| f.path == "flip/inner.txt")
+            {
+                flip_outcome = format!("{}: {}", f.path, f.error);
+            }
+            !flip_outcome.is_empty()
+        },
+    );
+    std::fs::remove_dir_all(env.drop.join("flip")).unwrap();
+    env.write("flip", b"a file again");
+    env.write("after-flip.txt", b"still working");
+    wait_until(
+        "the daemon keeps publishing after the flips",
+        Some(&daemon),
+        || has_content(&env.target.join("after-flip.txt"), b"still working"),
+    );
+    wait_until(
+        "flip published as a file again or refused by name",
+        Some(&daemon),
+        || {
+            has_content(&env.target.join("flip"), b"a file again")
+                || env
+                    .ledger()
+                    .status()
+                    .unwrap()
+                    .failures
+                    .iter()
+                    .any(|f| f.path == "flip")
+        },
+    );
+    let on_remote = files_under(&env.target);
+    for never in [
+        "a-fifo",
+        "a-socket",
+        "to-shadow",
+        "to-etc",
+        "self-loop",
+        "shadow",
+        "passwd",
+    ] {
+        assert!(
+            !on_remote.iter().any(|p| p.ends_with(never)),
+            "{never} was uploaded"
+        );
+    }
+    let log = daemon.log_text();
+    assert!(
+        daemon.stop().success(),
+        "the daemon did not stay up:\n{log}"
+    );
+    eprintln!(
+        "FIGURE names: {} hostile names published byte-exact, 5 special items skipped by name; file -> directory -> file: {flip_outcome}; then the file again published",
+        names.len(),
+    );
+}
+
+#[test]
+fn unreadable_files_and_permissions_removed_mid_upload_fail_by_name_and_others_go_on() {
+    use std::os::unix::fs::PermissionsExt;
+    // Root reads anything, so the daemon runs as `nobody` here; skipped where that is impossible.
+    const NOBODY: u32 = 65534;
+    let mut env = Env::new();
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let chown = std::process::Command::new("chown")
+        .args(["-R", "65534:65534"])
+        .arg(env.dir.path())
+        .status();
+    if !root || !chown.is_ok_and(|s| s.success()) {
+        eprintln!("SKIPPED: needs root to run the daemon as another user");
+        return;
+    }
+    env.run_as = Some(NOBODY);
+    env.write("readable.txt", b"anyone may read this");
+    let secret = env.write("unreadable.txt", b"root only");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let big = env.drop.join("big.bin");
+    write_large_file(&big, 200);
+    let daemon = env.spawn();
+    let partial = || {
+        files_under(&env.target)
+            .iter()
+            .any(|p| p.to_string_lossy().ends_with(".partial"))
+    };
+    wait_until("the large upload under way", Some(&daemon), partial);
+    std::fs::set_permissions(&big, std::fs::Permissions::from_mode(0o000)).unwrap();
+    env.write("after.txt", b"later file");
+    let failed = |name: &str| {
+        env.ledger()
+            .status()
+            .unwrap()
+            .failures
+            .into_iter()
+            .find(|f| f.path == name)
+    };
+    wait_until(
+        "both unreadable files failed by name, the others published",
+        Some(&daemon),
+        || {
+            failed("unreadable.txt").is_some()
+                && failed("big.bin").is_some()
+                && has_content(&env.target.join("after.txt"), b"later file")
+                && has_content(&env.target.join("readable.txt"), b"anyone may read this")
+        },
+    );
+    let (unreadable, big_failure) = (
+        failed("unreadable.txt").unwrap(),
+        failed("big.bin").unwrap(),
+    );
+    assert!(
+        unreadable.error.contains("ermission denied"),
+        "{unreadable:?}"
+    );
+    assert!(!env.target.join("big.bin").exists() && !partial());
+    assert!(daemon.stop().success());
+    eprintln!(
+        "FIGURE permissions: unreadable file -> {:?}; permissions removed mid-upload of 200 MiB -> upload discarded, {:?}; other files published",
+        unreadable.error, big_failure.error
+    );
+}

@@ -23,6 +23,8 @@ pub struct Env {
     pub config: PathBuf,
     /// DROPSLOT_* overrides for this environment.
     pub vars: HashMap<String, String>,
+    /// Run dropslot as this user (and group) id instead of the test's.
+    pub run_as: Option<u32>,
 }
 
 impl Env {
@@ -51,6 +53,7 @@ impl Env {
             state,
             config,
             vars: HashMap::new(),
+            run_as: None,
         }
     }
 
@@ -76,6 +79,10 @@ impl Env {
             .env_remove("DROPSLOT_LOG")
             .envs(&self.vars)
             .stdin(Stdio::null());
+        if let Some(id) = self.run_as {
+            use std::os::unix::process::CommandExt;
+            cmd.uid(id).gid(id);
+        }
         cmd
     }
 
