@@ -121,7 +121,13 @@ impl SqliteLedger {
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
     ) -> Result<T, LedgerError> {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut conn).map_err(|e| self.error(e))
+        let result = f(&mut conn);
+        // After some errors (a full disk at COMMIT, notably) SQLite keeps the transaction open;
+        // every later write would then land in it, invisible to other readers and lost on exit.
+        if result.is_err() && !conn.is_autocommit() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        result.map_err(|e| self.error(e))
     }
 
     /// Paths whose upload started but was never published or failed: interrupted by a crash.

@@ -229,19 +229,55 @@ async fn publish_run(shared: &Shared, run: Vec<Publish>) {
         .into_iter()
         .chain(failed.iter().map(|(path, ..)| path.clone()))
         .collect();
-    let recorded = tokio::task::spawn_blocking(move || {
-        ledger.record_published(&published)?;
-        for (path, error, attempts) in &failed {
-            ledger.record_failure(path, error, *attempts)?;
-        }
-        Ok::<_, crate::ledger::LedgerError>(())
-    })
-    .await;
-    if let Ok(Err(e)) = recorded {
-        tracing::error!("{e}");
-    }
+    record_until_it_works(ledger, published, failed).await;
     for path in done {
         shared.tracker.complete(&path);
+    }
+}
+
+/// Records a batch's outcome. The files are on the remote already, so a ledger that cannot be
+/// written (a full state disk) is waited for rather than skipped: skipping would leave them
+/// unrecorded until the next restart re-sends them. The directory's next batch waits meanwhile.
+async fn record_until_it_works(
+    ledger: Arc<dyn Ledger>,
+    published: Vec<PublishedFile>,
+    failed: Vec<(PathBuf, String, u32)>,
+) {
+    let batch = Arc::new((published, failed));
+    let mut delay = Duration::from_millis(100);
+    for round in 0u32.. {
+        let (ledger, shared_batch) = (ledger.clone(), batch.clone());
+        let recorded = tokio::task::spawn_blocking(move || {
+            let (published, failed) = &*shared_batch;
+            ledger.record_published(published)?;
+            for (path, error, attempts) in failed {
+                ledger.record_failure(path, error, *attempts)?;
+            }
+            Ok::<_, crate::ledger::LedgerError>(())
+        })
+        .await;
+        match recorded {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) if round % 10 == 0 => {
+                let (published, failed) = &*batch;
+                let first = published
+                    .first()
+                    .map(|f| &f.path)
+                    .or(failed.first().map(|f| &f.0));
+                tracing::error!(
+                    files = published.len() + failed.len(),
+                    first = %first.map(|p| p.display().to_string()).unwrap_or_default(),
+                    "cannot record published files, retrying (is the state disk full?): {e}"
+                );
+            }
+            Ok(Err(_)) => {}
+            Err(e) => {
+                tracing::error!("ledger task failed: {e}");
+                return;
+            }
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
     }
 }
 

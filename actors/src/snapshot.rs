@@ -249,6 +249,14 @@ impl SnapshotCopier {
                 self.retry_later(msg, backoff, ctx);
             }
             Err(SnapshotError::Io(e)) if is_gone(&e) => self.tracker.complete(path),
+            // The state disk is full: like a full budget, it may have room later.
+            Err(SnapshotError::Io(e)) if e.kind() == io::ErrorKind::StorageFull => {
+                if msg.attempt % 10 == 0 {
+                    tracing::error!(path = %path.display(), "cannot take a snapshot, retrying: {e} (the state disk is full)");
+                }
+                let delay = Duration::from_secs(1);
+                self.retry_later(msg, delay, ctx);
+            }
             Err(e) => {
                 self.stats.error();
                 let error = e.to_string();

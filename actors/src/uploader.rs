@@ -187,7 +187,8 @@ async fn upload(
     if let Ok(Err(e)) =
         tokio::task::spawn_blocking(move || ledger.record_intent(&path, &meta)).await
     {
-        tracing::error!("{e}");
+        // Only crash clean-up needs this record; the upload goes on without it.
+        tracing::error!(path = %job.path.display(), "cannot record that the upload starts: {e}");
     }
 
     let mut delays = settings.retry.delays();
