@@ -29,15 +29,18 @@ pub fn run(loaded: Loaded, once: bool) -> anyhow::Result<ExitCode> {
     let ledger = Arc::new(open_ledger(&loaded)?);
     let settings = loaded.settings;
     let remote = remote::build(&settings.remote)?;
-    tracing::info!(
-        drop_folder = %settings.watch.path.display(),
-        remote = %remote.describe(),
-        slots = settings.upload.slots,
-        config = %loaded.source_name,
-        "starting"
-    );
     let system = actix::System::new();
     system.block_on(async move {
+        // Listening first: a stop request during start-up then ends the run cleanly instead of
+        // killing the process (the default action of SIGTERM).
+        let stop_requested = stop_signal()?;
+        tracing::info!(
+            drop_folder = %settings.watch.path.display(),
+            remote = %remote.describe(),
+            slots = settings.upload.slots,
+            config = %loaded.source_name,
+            "starting"
+        );
         let interrupted = ledger.pending_paths()?;
         if let Err(e) = remote.reconcile(interrupted).await {
             tracing::warn!("cleaning up interrupted uploads failed: {e}");
@@ -45,7 +48,15 @@ pub fn run(loaded: Loaded, once: bool) -> anyhow::Result<ExitCode> {
         let pipeline = Pipeline::start(&settings, remote, ledger.clone())?;
         let shutdown_timeout = settings.upload.shutdown_timeout;
         if once {
-            pipeline.wait_idle().await;
+            let stopped = tokio::select! {
+                _ = pipeline.wait_idle() => false,
+                _ = stop_requested => true,
+            };
+            if stopped {
+                tracing::info!("stopping before everything was done");
+                pipeline.shutdown(shutdown_timeout).await;
+                return Ok(EXIT_FAILED);
+            }
             let missing = pipeline.drop_folder_missing();
             pipeline.shutdown(shutdown_timeout).await;
             if missing {
@@ -56,22 +67,24 @@ pub fn run(loaded: Loaded, once: bool) -> anyhow::Result<ExitCode> {
             }
             return report_failures(&ledger);
         }
-        wait_for_signal().await?;
+        stop_requested.await;
         tracing::info!("stopping: no new uploads start; running ones may finish");
         pipeline.shutdown(shutdown_timeout).await;
         Ok(EXIT_OK)
     })
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
+/// Starts listening for SIGTERM and SIGINT; the future completes when either arrives.
+fn stop_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = int.recv() => {},
-    }
-    Ok(())
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
+        }
+    })
 }
 
 fn report_failures(ledger: &SqliteLedger) -> anyhow::Result<ExitCode> {

@@ -42,6 +42,24 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+fn remote_has(
+    rt: &tokio::runtime::Runtime,
+    store: &impl ObjectStore,
+    rel: &str,
+    expected: &[u8],
+) -> bool {
+    let key = object_store::path::Path::from(format!("in/{rel}"));
+    rt.block_on(async {
+        match store.get(&key).await {
+            Ok(result) => result
+                .bytes()
+                .await
+                .is_ok_and(|b| sha256(&b) == sha256(expected)),
+            Err(_) => false,
+        }
+    })
+}
+
 #[test]
 fn tree_of_small_files_rewrites_and_deletions_reach_s3_intact() {
     let Some(server) = Server::moto() else { return };

@@ -326,8 +326,7 @@ fn report_watch_error(e: &notify::Error, settings: &WatchSettings) {
         notify::ErrorKind::MaxFilesWatch => {
             let fallback = match settings.poll_interval {
                 Some(every) => format!(
-                    "until then, the drop folder is rescanned every {} (watch.poll_interval)",
-                    format!("{every:?}")
+                    "until then, the drop folder is rescanned every {every:?} (watch.poll_interval)"
                 ),
                 None => "until then, changes in unwatched directories are found only by rescans (watch.poll_interval is off)".to_string(),
             };

@@ -169,6 +169,24 @@ impl Daemon {
             .unwrap_or(0)
     }
 
+    /// SIGTERM, and panics with the log unless the daemon exits with success.
+    pub fn stop_cleanly(self) {
+        let log = self.log.clone();
+        let status = self.stop();
+        if !status.success() {
+            let text =
+                String::from_utf8_lossy(&std::fs::read(log).unwrap_or_default()).into_owned();
+            let tail: Vec<&str> = text
+                .lines()
+                .filter(|l| !l.contains(r#""kind":"metrics""#))
+                .collect();
+            panic!(
+                "dropslot exited with {status}; log:\n{}",
+                tail[tail.len().saturating_sub(40)..].join("\n")
+            );
+        }
+    }
+
     /// SIGTERM, then wait for the exit status.
     pub fn stop(mut self) -> ExitStatus {
         // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
