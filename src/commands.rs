@@ -205,17 +205,22 @@ pub fn rebuild_ledger(loaded: Loaded) -> anyhow::Result<ExitCode> {
                 }
             })
             .buffer_unordered(settings.upload.slots);
+        // Recorded a thousand at a time: one transaction per file would dominate large trees.
+        let mut held = Vec::new();
         while let Some(checked) = checks.next().await {
             match checked {
                 Ok((path, meta, sha256, true)) => {
                     let remote_ref = path.display().to_string();
-                    ledger.record_published(&[PublishedFile {
+                    held.push(PublishedFile {
                         path,
                         meta,
                         sha256,
                         remote_ref,
-                    }])?;
+                    });
                     recorded += 1;
+                    if held.len() >= 1000 {
+                        ledger.record_published(&std::mem::take(&mut held))?;
+                    }
                 }
                 Ok((_, _, _, false)) => missing += 1,
                 // The next run looks at this file again, like any other not in the ledger.
@@ -225,6 +230,7 @@ pub fn rebuild_ledger(loaded: Loaded) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+        ledger.record_published(&held)?;
         anyhow::Ok(())
     })?;
     if let Some(kept) = kept {

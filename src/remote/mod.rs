@@ -27,6 +27,10 @@ pub fn build(config: &RemoteConfig) -> anyhow::Result<Arc<dyn Remote>> {
     })
 }
 
+/// Publish requests in flight at once (per directory batch for WebDAV, in all for S3): each is
+/// an independent atomic step, and with network latency they dominate a burst of small files.
+pub const PUBLISH_CONCURRENCY: usize = 16;
+
 /// Whether a downloaded body hashes to `sha256`; a failed read is the caller's kind of error.
 pub async fn body_matches<E>(
     body: impl futures_util::Stream<Item = Result<bytes::Bytes, E>>,

@@ -29,11 +29,10 @@ use object_store::{
     ClientOptions, MultipartUpload, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig,
 };
 
-use super::{body_matches, classify_transport};
+use super::{body_matches, classify_transport, PUBLISH_CONCURRENCY};
 use crate::config::RemoteConfig;
 
 /// Parallel PUTs (or multipart completions) from the linker, across all batches.
-const PUBLISH_CONCURRENCY: usize = 16;
 
 /// Staged small files wait in memory for the linker; together they may hold at most this many
 /// times `multipart_threshold`, so staging waits when publishing falls behind.

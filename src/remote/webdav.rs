@@ -12,9 +12,12 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use dropslot_actors::fileinfo::ContentHash;
 use dropslot_actors::remote::{ContentStream, PublishItem, Remote, RemoteError, RemoteRef, Staged};
+use futures_util::StreamExt;
 use reqwest::{Method, StatusCode, Url};
 
-use super::{body_matches, classify_transport, staging_name, status_error};
+use super::{
+    body_matches, classify_transport, staging_name, status_error, PUBLISH_CONCURRENCY,
+};
 use crate::config::{RemoteConfig, Secret};
 
 pub struct WebDavRemote {
@@ -210,11 +213,12 @@ impl Remote for WebDavRemote {
     }
 
     async fn publish(&self, items: Vec<PublishItem>) -> Vec<Result<RemoteRef, RemoteError>> {
-        let mut results = Vec::with_capacity(items.len());
-        for item in &items {
-            results.push(self.move_into_place(item).await);
-        }
-        results
+        // Each MOVE is atomic on its own; the batch goes in parallel, results in order.
+        let moves: Vec<_> = items.iter().map(|item| self.move_into_place(item)).collect();
+        futures_util::stream::iter(moves)
+            .buffered(PUBLISH_CONCURRENCY)
+            .collect()
+            .await
     }
 
     async fn discard(&self, path: &Path, _staged: Staged) {
