@@ -32,8 +32,6 @@ use object_store::{
 use super::{body_matches, classify_transport, PUBLISH_CONCURRENCY};
 use crate::config::RemoteConfig;
 
-/// Parallel PUTs (or multipart completions) from the linker, across all batches.
-
 /// Staged small files wait in memory for the linker; together they may hold at most this many
 /// times `multipart_threshold`, so staging waits when publishing falls behind.
 const STAGED_BUDGET_FACTOR: u64 = 4;

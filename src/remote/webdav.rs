@@ -15,9 +15,7 @@ use dropslot_actors::remote::{ContentStream, PublishItem, Remote, RemoteError, R
 use futures_util::StreamExt;
 use reqwest::{Method, StatusCode, Url};
 
-use super::{
-    body_matches, classify_transport, staging_name, status_error, PUBLISH_CONCURRENCY,
-};
+use super::{body_matches, classify_transport, staging_name, status_error, PUBLISH_CONCURRENCY};
 use crate::config::{RemoteConfig, Secret};
 
 pub struct WebDavRemote {
@@ -214,7 +212,10 @@ impl Remote for WebDavRemote {
 
     async fn publish(&self, items: Vec<PublishItem>) -> Vec<Result<RemoteRef, RemoteError>> {
         // Each MOVE is atomic on its own; the batch goes in parallel, results in order.
-        let moves: Vec<_> = items.iter().map(|item| self.move_into_place(item)).collect();
+        let moves: Vec<_> = items
+            .iter()
+            .map(|item| self.move_into_place(item))
+            .collect();
         futures_util::stream::iter(moves)
             .buffered(PUBLISH_CONCURRENCY)
             .collect()
