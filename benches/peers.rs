@@ -234,9 +234,7 @@ fn until_published(
     // compete with the daemon for the two cores.
     let ledger = env.ledger();
     time_until(Duration::from_secs(3600), Duration::from_millis(20), || {
-        ledger
-            .status()
-            .is_ok_and(|s| s.published as usize >= n)
+        ledger.status().is_ok_and(|s| s.published as usize >= n)
     });
     (start.elapsed(), daemon.peak_rss_kib() / 1024)
 }
@@ -383,7 +381,10 @@ fn burst_of_small_files(scale: &Scale, scratch: &Path) {
         row("S3 (moto)", ours, theirs);
     }
     // WebDAV (nginx)
-    if let Some(nginx) = target_wanted("webdav").then(|| Server::nginx(None)).flatten() {
+    if let Some(nginx) = target_wanted("webdav")
+        .then(|| Server::nginx(None))
+        .flatten()
+    {
         let mut env = dropslot_env(CONCURRENCY);
         env.set("remote.kind", "webdav")
             .set("remote.url", &format!("{}/ours/", nginx.url()));
@@ -477,7 +478,10 @@ fn large_files(scale: &Scale, scratch: &Path) {
         rclone_verify(&remote, &env.drop, "peer:ours");
         row("S3 (moto)", ours, theirs);
     }
-    if let Some(nginx) = target_wanted("webdav").then(|| Server::nginx(None)).flatten() {
+    if let Some(nginx) = target_wanted("webdav")
+        .then(|| Server::nginx(None))
+        .flatten()
+    {
         let mut env = dropslot_env(CONCURRENCY);
         env.set("remote.kind", "webdav")
             .set("remote.url", &format!("{}/ours/", nginx.url()));

@@ -280,6 +280,10 @@ async fn already_published(
     checked.unwrap_or(Ok(false))
 }
 
+/// How the reader says it stopped because the remote side gave up (not a disk error): the
+/// remote's own error is then the one to report, permanent or not.
+const REMOTE_STOPPED: io::ErrorKind = io::ErrorKind::BrokenPipe;
+
 /// Streams the file once into the remote. `expected` is the metadata the source must keep
 /// throughout (none for a snapshot, which nothing else writes).
 async fn upload_once(
@@ -313,7 +317,7 @@ async fn upload_once(
     let reader = tokio::task::spawn_blocking(move || {
         let read = hash_stream(&file, expected.size, |chunk| {
             tx.blocking_send(Ok(Bytes::copy_from_slice(chunk)))
-                .map_err(|_| io::Error::other("the remote stopped reading"))
+                .map_err(|_| io::Error::new(REMOTE_STOPPED, "the remote stopped reading"))
         });
         if let Err(e) = &read {
             let _ = tx.blocking_send(Err(io::Error::new(e.kind(), e.to_string())));
@@ -339,13 +343,11 @@ async fn upload_once(
         }
         (Err(e), Ok(_)) => return Err(AttemptError::Remote(e)),
         (Err(remote), Err(read)) => {
-            return Err(
-                if remote.is_transient() && read.kind() == io::ErrorKind::Other {
-                    AttemptError::Remote(remote) // the reader only stopped because the remote did
-                } else {
-                    AttemptError::Source(read)
-                },
-            );
+            return Err(if read.kind() == REMOTE_STOPPED {
+                AttemptError::Remote(remote) // the reader only stopped because the remote did
+            } else {
+                AttemptError::Source(read)
+            });
         }
     };
     let (staged, sha256, total) = staged;
