@@ -303,6 +303,30 @@ fn s3_remote(server: &Server) -> Vec<(&'static str, String)> {
     ]
 }
 
+fn webdav_remote(url: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("type", "webdav".to_string()),
+        ("url", url.to_string()),
+        ("vendor", "other".into()),
+    ]
+}
+
+/// `cp -r src dst`.
+fn copy_tree(src: &Path, dst: &Path) {
+    let status = Command::new("cp")
+        .arg("-r")
+        .arg(src)
+        .arg(dst)
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "cp -r {} {}",
+        src.display(),
+        dst.display()
+    );
+}
+
 fn use_s3(env: &mut Env, server: &Server, bucket: &str) {
     env.set("remote.kind", "s3")
         .set("remote.endpoint", &server.url())
@@ -339,18 +363,9 @@ fn burst_of_small_files(scale: &Scale, scratch: &Path) {
     let src = scratch.join("small-src");
     let files = make_tree(&src, n, 16 << 10, 50);
     let files: Vec<PathBuf> = files.iter().map(|f| Path::new("batch").join(f)).collect();
-    let copy_to_batch = |dst: &Path| {
-        let status = Command::new("cp")
-            .arg("-r")
-            .arg(&src)
-            .arg(dst)
-            .status()
-            .unwrap();
-        assert!(status.success());
-    };
     let rclone_src = scratch.join("small-rclone");
     std::fs::create_dir_all(&rclone_src).unwrap();
-    copy_to_batch(&rclone_src.join("batch"));
+    copy_tree(&src, &rclone_src.join("batch"));
     let row = |target: &str, ours: Duration, theirs: Duration| {
         println!(
             "| {target} | {} | {} | {} | {:.0} / {:.0} |",
@@ -370,7 +385,7 @@ fn burst_of_small_files(scale: &Scale, scratch: &Path) {
         use_s3(&mut env, &moto, "ours");
         let daemon = env.spawn();
         let tree = scratch.join("small-s3");
-        copy_to_batch(&tree);
+        copy_tree(&src, &tree);
         let start = move_in(&tree, &env);
         let (ours, _) = until_published(&env, &daemon, n, start);
         daemon.stop_cleanly();
@@ -390,15 +405,11 @@ fn burst_of_small_files(scale: &Scale, scratch: &Path) {
             .set("remote.url", &format!("{}/ours/", nginx.url()));
         let daemon = env.spawn();
         let tree = scratch.join("small-dav");
-        copy_to_batch(&tree);
+        copy_tree(&src, &tree);
         let start = move_in(&tree, &env);
         let (ours, _) = until_published(&env, &daemon, n, start);
         daemon.stop_cleanly();
-        let remote = vec![
-            ("type", "webdav".to_string()),
-            ("url", nginx.url()),
-            ("vendor", "other".into()),
-        ];
+        let remote = webdav_remote(&nginx.url());
         let (theirs, _) = rclone_copy(&remote, &rclone_src, "peer:theirs", CONCURRENCY);
         let root = nginx.webdav_root();
         verify_dirs(&env.drop, &root.join("ours"), &files);
@@ -410,7 +421,7 @@ fn burst_of_small_files(scale: &Scale, scratch: &Path) {
         let env = dropslot_env(CONCURRENCY);
         let daemon = env.spawn();
         let tree = scratch.join("small-local");
-        copy_to_batch(&tree);
+        copy_tree(&src, &tree);
         let start = move_in(&tree, &env);
         let (ours, _) = until_published(&env, &daemon, n, start);
         daemon.stop_cleanly();
@@ -455,13 +466,7 @@ fn large_files(scale: &Scale, scratch: &Path) {
     let run_ours = |env: &Env| {
         let daemon = env.spawn();
         let tree = env.dir.path().join("batch-src");
-        let status = Command::new("cp")
-            .arg("-r")
-            .arg(&src)
-            .arg(&tree)
-            .status()
-            .unwrap();
-        assert!(status.success());
+        copy_tree(&src, &tree);
         let start = move_in(&tree, env);
         let result = until_published(env, &daemon, n, start);
         daemon.stop_cleanly();
@@ -486,11 +491,7 @@ fn large_files(scale: &Scale, scratch: &Path) {
         env.set("remote.kind", "webdav")
             .set("remote.url", &format!("{}/ours/", nginx.url()));
         let ours = run_ours(&env);
-        let remote = vec![
-            ("type", "webdav".to_string()),
-            ("url", nginx.url()),
-            ("vendor", "other".into()),
-        ];
+        let remote = webdav_remote(&nginx.url());
         let theirs = rclone_copy(&remote, src.parent().unwrap(), "peer:theirs", CONCURRENCY);
         verify_dirs(&env.drop, &nginx.webdav_root().join("ours"), &files);
         verify_dirs(
@@ -735,13 +736,7 @@ fn parallel_slots(scale: &Scale, scratch: &Path) {
             .set("remote.url", &format!("{}/slots{slots}/", proxy.url()));
         let daemon = env.spawn();
         let tree = scratch.join(format!("slots-tree-{slots}"));
-        let status = Command::new("cp")
-            .arg("-r")
-            .arg(&src)
-            .arg(&tree)
-            .status()
-            .unwrap();
-        assert!(status.success());
+        copy_tree(&src, &tree);
         let start = move_in(&tree, &env);
         let (took, _) = until_published(&env, &daemon, n, start);
         daemon.stop_cleanly();
@@ -758,11 +753,7 @@ fn parallel_slots(scale: &Scale, scratch: &Path) {
         );
         times.push(took);
     }
-    let remote = vec![
-        ("type", "webdav".to_string()),
-        ("url", proxy.url()),
-        ("vendor", "other".into()),
-    ];
+    let remote = webdav_remote(&proxy.url());
     let (theirs, _) = rclone_copy(&remote, &src, "peer:rclone", CONCURRENCY);
     println!(
         "| rclone copy --transfers 16 (same proxy) | {} | {:.1} |",
