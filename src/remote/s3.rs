@@ -304,10 +304,20 @@ impl S3Remote {
             }
             StagedObject::Multipart(mut upload) => match upload.complete().await {
                 Ok(_) => Ok(()),
-                Err(e) => Err((
-                    self.describe_error("cannot complete the upload of", &item.path, e),
-                    StagedObject::Multipart(upload),
-                )),
+                Err(e) => {
+                    let error = self.describe_error("cannot complete the upload of", &item.path, e);
+                    // A retried completion fails (moto: "Missing part", AWS: NoSuchUpload) when
+                    // the answer to the first one was lost: the object is then in place, which
+                    // only its content tells. Reading it back costs little next to a failure.
+                    let done_before = Remote::holds(self, &item.path, item.size, &item.sha256)
+                        .await
+                        .unwrap_or(false);
+                    if done_before {
+                        Ok(())
+                    } else {
+                        Err((error, StagedObject::Multipart(upload)))
+                    }
+                }
             },
         };
         match result {
