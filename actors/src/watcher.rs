@@ -101,7 +101,11 @@ impl ScanProgress {
 enum WatchInput {
     Event(notify::Result<notify::Event>),
     Found(Vec<PathBuf>),
-    ScanDone { full: bool, root_found: bool },
+    ScanDone {
+        full: bool,
+        root_found: bool,
+        took: Duration,
+    },
 }
 
 type SharedNotify = Arc<Mutex<notify::RecommendedWatcher>>;
@@ -202,10 +206,26 @@ impl Watcher {
             stats: self.stats.clone(),
         };
         tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
             let root_found = scan.run(starts, full);
-            let _ = scan
-                .tx
-                .blocking_send(WatchInput::ScanDone { full, root_found });
+            let _ = scan.tx.blocking_send(WatchInput::ScanDone {
+                full,
+                root_found,
+                took: started.elapsed(),
+            });
+        });
+    }
+
+    /// A rescan asked for while one ran starts after a pause as long as that scan took: under
+    /// overflows that never stop (a tiny kernel queue), back-to-back walks of a large tree would
+    /// otherwise leave little time for uploading. Counted as scanning meanwhile, so "idle" waits.
+    fn rescan_after_pause(&mut self, took: Duration, ctx: &mut Context<Self>) {
+        self.progress.running.fetch_add(1, Ordering::SeqCst);
+        self.full_scan_running = true; // later overflows join this rescan
+        let pause = took.min(Duration::from_secs(30));
+        ctx.run_later(pause, |act, _| {
+            act.full_scan_running = false;
+            act.start_full_scan(true);
         });
     }
 
@@ -228,7 +248,11 @@ impl Watcher {
                     rescan |= matches!(e.kind, notify::ErrorKind::MaxFilesWatch);
                 }
                 WatchInput::Found(paths) => touched.extend(paths),
-                WatchInput::ScanDone { full, root_found } => {
+                WatchInput::ScanDone {
+                    full,
+                    root_found,
+                    took,
+                } => {
                     scans_done += 1;
                     if full {
                         self.full_scan_running = false;
@@ -237,7 +261,7 @@ impl Watcher {
                             .root_missing
                             .store(!root_found, Ordering::SeqCst);
                         if std::mem::take(&mut self.full_scan_again) {
-                            rescan = true;
+                            self.rescan_after_pause(took, ctx);
                         }
                     }
                 }
