@@ -314,6 +314,7 @@ async fn upload_once(
     }
 
     let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(READ_AHEAD);
+    let checking = content_path.to_path_buf();
     let reader = tokio::task::spawn_blocking(move || {
         let read = hash_stream(&file, expected.size, |chunk| {
             tx.blocking_send(Ok(Bytes::copy_from_slice(chunk)))
@@ -322,13 +323,18 @@ async fn upload_once(
         if let Err(e) = &read {
             let _ = tx.blocking_send(Err(io::Error::new(e.kind(), e.to_string())));
         }
-        (read, file)
+        // Checked right after the last read, on the same thread: what was read is coherent if
+        // neither the open file nor the path changed meanwhile.
+        let fd = file.metadata().map(|m| FileMeta::from_metadata(&m));
+        let at_path = std::fs::symlink_metadata(&checking).map(|m| FileMeta::from_metadata(&m));
+        let unchanged = matches!((fd, at_path), (Ok(a), Ok(b)) if a == expected && b == expected);
+        (read, unchanged)
     });
     let content: ContentStream = Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|chunk| (chunk, rx))
     }));
     let staged = deps.remote.stage(path, expected.size, content).await;
-    let (read, file) = reader
+    let (read, unchanged) = reader
         .await
         .map_err(|e| AttemptError::Source(io::Error::other(e)))?;
 
@@ -351,15 +357,6 @@ async fn upload_once(
         }
     };
     let (staged, sha256, total) = staged;
-
-    let checking = content_path.to_path_buf();
-    let unchanged = tokio::task::spawn_blocking(move || {
-        let fd = file.metadata().map(|m| FileMeta::from_metadata(&m));
-        let at_path = std::fs::symlink_metadata(&checking).map(|m| FileMeta::from_metadata(&m));
-        matches!((fd, at_path), (Ok(a), Ok(b)) if a == expected && b == expected)
-    })
-    .await
-    .unwrap_or(false);
     if !unchanged || total != expected.size {
         deps.remote.discard(path, staged).await;
         return Ok(Attempt::SourceChanged);

@@ -38,6 +38,35 @@ impl LocalRemote {
     }
 }
 
+/// Files up to this size are gathered in memory and written in one blocking step: a burst of small
+/// files spent more time handing each `tokio::fs` call to a thread than writing.
+const SMALL_FILE: u64 = 1 << 20;
+
+async fn stage_small(file: PathBuf, size: u64, mut content: ContentStream) -> io::Result<Staged> {
+    let mut bytes = Vec::with_capacity(size as usize);
+    while let Some(chunk) = content.next().await {
+        bytes.extend_from_slice(&chunk?);
+    }
+    if bytes.len() as u64 != size {
+        return Err(io::Error::other(format!(
+            "read {} bytes, expected {size}",
+            bytes.len()
+        )));
+    }
+    tokio::task::spawn_blocking(move || {
+        if let Some(parent) = file.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        if let Err(e) = std::fs::write(&file, &bytes) {
+            let _ = std::fs::remove_file(&file);
+            return Err(e);
+        }
+        Ok(Staged(file.display().to_string()))
+    })
+    .await
+    .map_err(io::Error::other)?
+}
+
 /// A full or failing disk may recover; a name or permission problem will not.
 fn classify(context: String, e: io::Error) -> RemoteError {
     use io::ErrorKind::*;
@@ -130,6 +159,11 @@ impl Remote for LocalRemote {
     ) -> Result<Staged, RemoteError> {
         let file = self.staging_file(path);
         let context = || format!("cannot stage {} in {}", path.display(), self.root.display());
+        if size <= SMALL_FILE {
+            return stage_small(file, size, content)
+                .await
+                .map_err(|e| classify(context(), e));
+        }
         if let Some(parent) = file.parent() {
             tokio::fs::create_dir_all(parent)
                 .await
