@@ -222,16 +222,6 @@ fn files_appended_and_rewritten_continuously_only_ever_appear_complete_on_the_re
     assert!(publishes >= names.len() as u64);
 }
 
-/// GET `drops/<rel>` from a WebDAV server (straight, not through the proxy).
-fn webdav_get(server: &Server, rel: &str) -> Option<Vec<u8>> {
-    let out = std::process::Command::new("curl")
-        .args(["-s", "-f", "--globoff"])
-        .arg(format!("{}/drops/{rel}", server.url()))
-        .output()
-        .expect("curl");
-    out.status.success().then_some(out.stdout)
-}
-
 /// Every file the ledger records as published is on the server with the recorded hash.
 fn assert_ledger_claims_hold(
     env: &Env,
@@ -287,17 +277,17 @@ fn every_file_arrives_through_a_proxy_failing_a_fifth_of_requests_and_no_claim_i
         || {
             checks += 1;
             if checks % 20 == 0 {
-                assert_ledger_claims_hold(&env, &files, |rel| webdav_get(&server, rel));
+                assert_ledger_claims_hold(&env, &files, |rel| server.webdav_get(rel, None));
             }
             env.ledger().status().unwrap().published == count as u64
         },
     );
     let elapsed = started.elapsed();
     daemon.stop_cleanly();
-    assert_ledger_claims_hold(&env, &files, |rel| webdav_get(&server, rel));
+    assert_ledger_claims_hold(&env, &files, |rel| server.webdav_get(rel, None));
     for (rel, bytes) in &files {
         assert!(
-            webdav_get(&server, rel).as_ref() == Some(bytes),
+            server.webdav_get(rel, None).as_ref() == Some(bytes),
             "{rel} wrong on the server"
         );
     }
@@ -450,7 +440,7 @@ fn every_file_arrives_when_the_server_is_down_for_30_seconds_mid_burst() {
     daemon.stop_cleanly();
     for (rel, bytes) in &files {
         assert!(
-            webdav_get(&server, rel).as_ref() == Some(bytes),
+            server.webdav_get(rel, None).as_ref() == Some(bytes),
             "{rel} wrong on the server"
         );
     }

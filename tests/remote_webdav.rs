@@ -11,24 +11,6 @@ fn use_webdav(env: &mut Env, server: &Server) {
         .set("remote.url", &format!("{}/drops/", server.url()));
 }
 
-/// GET `drops/<rel>` over HTTP.
-fn download(server: &Server, rel: &str, auth: Option<(&str, &str)>) -> Option<Vec<u8>> {
-    let mut cmd = std::process::Command::new("curl");
-    cmd.args(["-s", "-f", "--globoff"]);
-    if let Some((user, password)) = auth {
-        cmd.arg("--user").arg(format!("{user}:{password}"));
-    }
-    let out = cmd
-        .arg(format!(
-            "{}/drops/{}",
-            server.url(),
-            rel.replace(' ', "%20")
-        ))
-        .output()
-        .expect("curl");
-    out.status.success().then_some(out.stdout)
-}
-
 #[test]
 fn tree_rewrites_and_deletions_reach_webdav_intact_and_no_partial_names_remain() {
     let Some(server) = Server::nginx(None) else {
@@ -49,7 +31,7 @@ fn tree_rewrites_and_deletions_reach_webdav_intact_and_no_partial_names_remain()
     });
     for (rel, content) in files.iter().step_by(50) {
         assert_eq!(
-            download(&server, rel, None).as_deref(),
+            server.webdav_get(rel, None).as_deref(),
             Some(&content[..]),
             "{rel} differs over HTTP"
         );
@@ -61,7 +43,7 @@ fn tree_rewrites_and_deletions_reach_webdav_intact_and_no_partial_names_remain()
             "{rel} differs in the server's store"
         );
     }
-    assert_eq!(download(&server, "rewritten.txt", None), Some(last));
+    assert_eq!(server.webdav_get("rewritten.txt", None), Some(last));
     assert_eq!(env.uploads("rewritten.txt"), 1);
 
     std::fs::remove_file(env.drop.join("a1/b1/file 1.txt")).unwrap();
@@ -165,7 +147,9 @@ fn basic_auth_works_and_wrong_password_fails_clearly_without_showing_it() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(
-        download(&server, "ok.txt", Some(("dropper", "right-pass-93c1"))).as_deref(),
+        server
+            .webdav_get("ok.txt", Some(("dropper", "right-pass-93c1")))
+            .as_deref(),
         Some(&b"authorised"[..])
     );
 

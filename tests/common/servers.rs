@@ -231,6 +231,20 @@ impl Server {
         );
     }
 
+    /// GET `drops/<rel>` from a WebDAV server over HTTP, optionally with basic auth.
+    pub fn webdav_get(&self, rel: &str, auth: Option<(&str, &str)>) -> Option<Vec<u8>> {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-s", "-f", "--globoff"]);
+        if let Some((user, password)) = auth {
+            cmd.arg("--user").arg(format!("{user}:{password}"));
+        }
+        let out = cmd
+            .arg(format!("{}/drops/{}", self.url(), rel.replace(' ', "%20")))
+            .output()
+            .expect("curl");
+        out.status.success().then_some(out.stdout)
+    }
+
     pub fn webdav_root(&self) -> PathBuf {
         self.dir.path().join("root")
     }
