@@ -247,6 +247,45 @@ fn assert_ledger_claims_hold(
     }
 }
 
+/// Starts the daemon, drops `files`, and waits until all are published, checking every 20 polls
+/// (and at the end) that each file the ledger calls published is on the remote with the recorded
+/// hash; then that every file arrived intact and nothing failed. Returns the time it took.
+fn publish_and_check_every_claim(
+    env: &Env,
+    files: &BTreeMap<String, Vec<u8>>,
+    fetch: impl Fn(&str) -> Option<Vec<u8>>,
+) -> Duration {
+    let started = Instant::now();
+    let daemon = env.spawn();
+    for (rel, bytes) in files {
+        env.write(rel, bytes);
+    }
+    let mut checks = 0;
+    wait_until(
+        "every file published through the flaky proxy",
+        Some(&daemon),
+        || {
+            checks += 1;
+            if checks % 20 == 0 {
+                assert_ledger_claims_hold(env, files, &fetch);
+            }
+            env.ledger().status().unwrap().published == files.len() as u64
+        },
+    );
+    let elapsed = started.elapsed();
+    daemon.stop_cleanly();
+    assert_ledger_claims_hold(env, files, &fetch);
+    for (rel, bytes) in files {
+        assert!(
+            fetch(rel).as_ref() == Some(bytes),
+            "{rel} wrong on the remote"
+        );
+    }
+    let status = env.ledger().status().unwrap();
+    assert_eq!((status.failed, status.pending), (0, 0));
+    elapsed
+}
+
 #[test]
 fn every_file_arrives_through_a_proxy_failing_a_fifth_of_requests_and_no_claim_is_false() {
     let Some(server) = Server::nginx(None) else {
@@ -261,38 +300,10 @@ fn every_file_arrives_through_a_proxy_failing_a_fifth_of_requests_and_no_claim_i
         .set("upload.max_attempts", "1000")
         .set("upload.retry_max", "300ms")
         .set("upload.slots", "8");
-    let started = Instant::now();
-    let daemon = env.spawn();
     let files: BTreeMap<String, Vec<u8>> = (0..count)
         .map(|i| (format!("d{}/f{i}.txt", i % 10), content(i, 1)))
         .collect();
-    for (rel, bytes) in &files {
-        env.write(rel, bytes);
-    }
-    // Claims are checked while the run goes on, not only at the end.
-    let mut checks = 0;
-    wait_until(
-        "every file published through the flaky proxy",
-        Some(&daemon),
-        || {
-            checks += 1;
-            if checks % 20 == 0 {
-                assert_ledger_claims_hold(&env, &files, |rel| server.webdav_get(rel, None));
-            }
-            env.ledger().status().unwrap().published == count as u64
-        },
-    );
-    let elapsed = started.elapsed();
-    daemon.stop_cleanly();
-    assert_ledger_claims_hold(&env, &files, |rel| server.webdav_get(rel, None));
-    for (rel, bytes) in &files {
-        assert!(
-            server.webdav_get(rel, None).as_ref() == Some(bytes),
-            "{rel} wrong on the server"
-        );
-    }
-    let status = env.ledger().status().unwrap();
-    assert_eq!((status.failed, status.pending), (0, 0));
+    let elapsed = publish_and_check_every_claim(&env, &files, |rel| server.webdav_get(rel, None));
     assert!(proxy.counts.total_faults() > 0);
     eprintln!(
         "FIGURE flaky: {count} files through a proxy failing 20% of requests ({}): all arrived, 0 false claims, {:.1} s",
@@ -343,8 +354,6 @@ fn every_file_arrives_at_s3_through_a_proxy_failing_a_fifth_of_requests() {
         .set("upload.max_attempts", "1000")
         .set("upload.retry_max", "300ms")
         .set("upload.slots", "8");
-    let started = Instant::now();
-    let daemon = env.spawn();
     let count = if soak() { 1000 } else { 150 };
     let mut files: BTreeMap<String, Vec<u8>> = (0..count)
         .map(|i| (format!("d{}/f{i}.txt", i % 10), content(i, 1)))
@@ -358,36 +367,12 @@ fn every_file_arrives_at_s3_through_a_proxy_failing_a_fifth_of_requests() {
         0
     };
     for i in 0..multipart {
-        let mut big = content(i, 2).repeat(1 + (12 << 20) / content(i, 2).len());
+        let unit = content(i, 2);
+        let mut big = unit.repeat(1 + (12 << 20) / unit.len());
         big.truncate(12 << 20);
         files.insert(format!("big/b{i}.bin"), big);
     }
-    for (rel, bytes) in &files {
-        env.write(rel, bytes);
-    }
-    let mut checks = 0;
-    wait_until(
-        "every file published through the flaky proxy",
-        Some(&daemon),
-        || {
-            checks += 1;
-            if checks % 40 == 0 {
-                assert_ledger_claims_hold(&env, &files, |rel| s3_get(&server, rel));
-            }
-            env.ledger().status().unwrap().published == files.len() as u64
-        },
-    );
-    let elapsed = started.elapsed();
-    daemon.stop_cleanly();
-    assert_ledger_claims_hold(&env, &files, |rel| s3_get(&server, rel));
-    for (rel, bytes) in &files {
-        assert!(
-            s3_get(&server, rel).as_ref() == Some(bytes),
-            "{rel} wrong on S3"
-        );
-    }
-    let status = env.ledger().status().unwrap();
-    assert_eq!((status.failed, status.pending), (0, 0));
+    let elapsed = publish_and_check_every_claim(&env, &files, |rel| s3_get(&server, rel));
     eprintln!(
         "FIGURE flaky S3: {} files ({multipart} multipart of 12 MiB) through a proxy failing 20% of requests ({}): all arrived, 0 false claims, {:.1} s",
         files.len(),
