@@ -4,6 +4,7 @@
 #   - s3rver (npm)           an S3 implementation that checks credentials, objects on disk
 #   - nginx-extras (Debian)  nginx with the WebDAV modules
 #   - tahoe-lafs (PyPI)      a Tahoe-LAFS grid (introducer, storage node, gateway)
+#   - rsync, openssh (Debian) real producers for the trust tests (rsync --inplace, scp/sftp)
 # Idempotent. Everything but nginx goes under $TEST_SERVERS_DIR (default ~/.cache/dropslot-test-servers);
 # the tests find the programs there (or through MOTO_SERVER, S3RVER, NGINX). Each test starts
 # and stops its own server processes on free loopback ports.
@@ -16,6 +17,10 @@ if ! command -v nginx >/dev/null 2>&1 || [ ! -f /usr/lib/nginx/modules/ngx_http_
   need+=(nginx-extras)
 fi
 command -v curl >/dev/null 2>&1 || need+=(curl)
+# Real producers for the trust tests: rsync --inplace and its temp files, scp/sftp through sshd.
+command -v rsync >/dev/null 2>&1 || need+=(rsync)
+command -v ssh >/dev/null 2>&1 || need+=(openssh-client)
+[ -x /usr/sbin/sshd ] || need+=(openssh-server)
 command -v node >/dev/null 2>&1 || need+=(nodejs npm)
 python3 -c 'import venv' 2>/dev/null || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
