@@ -42,6 +42,7 @@ pub fn run(loaded: Loaded, once: bool) -> anyhow::Result<ExitCode> {
             "starting"
         );
         let interrupted = ledger.pending_paths()?;
+        ledger.reset_waiting_for_writer()?;
         if let Err(e) = remote.reconcile(interrupted).await {
             tracing::warn!("cleaning up interrupted uploads failed: {e}");
         }
@@ -111,6 +112,13 @@ pub fn status(loaded: Loaded, json: bool) -> anyhow::Result<ExitCode> {
         for f in &report.failures {
             println!("  {}: {} (attempts: {})", f.path, f.error, f.attempts);
         }
+        println!(
+            "waiting for a writer to close: {}",
+            report.waiting_for_writer.len()
+        );
+        for path in &report.waiting_for_writer {
+            println!("  {path}");
+        }
     }
     Ok(EXIT_OK)
 }
@@ -162,7 +170,6 @@ pub fn check(loaded: Loaded) -> anyhow::Result<ExitCode> {
 /// the next run uploads only what is really missing. Remotes that cannot read back (Tahoe) get
 /// everything again.
 pub fn rebuild_ledger(loaded: Loaded) -> anyhow::Result<ExitCode> {
-    use dropslot_actors::fileinfo::hash_file;
     use dropslot_actors::ledger::PublishedFile;
     use futures_util::StreamExt;
 
@@ -187,6 +194,7 @@ pub fn rebuild_ledger(loaded: Loaded) -> anyhow::Result<ExitCode> {
     let ledger = SqliteLedger::open(&file)?;
     let remote = remote::build(&settings.remote)?;
     let root = settings.watch.path.clone();
+    let drop_root = settings.drop_root();
     let files = regular_files(&root, &settings.ignore_rules().context("watch.ignore")?);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -195,11 +203,13 @@ pub fn rebuild_ledger(loaded: Loaded) -> anyhow::Result<ExitCode> {
     runtime.block_on(async {
         let mut checks = futures_util::stream::iter(files)
             .map(|rel| {
-                let (remote, abs) = (remote.clone(), root.join(&rel));
+                let (remote, drop_root, confined) =
+                    (remote.clone(), drop_root.clone(), rel.clone());
                 async move {
-                    let (sha256, meta) = tokio::task::spawn_blocking(move || hash_file(&abs))
-                        .await?
-                        .with_context(|| format!("cannot read {}", rel.display()))?;
+                    let (sha256, meta) =
+                        tokio::task::spawn_blocking(move || drop_root.hash_file(&confined))
+                            .await?
+                            .with_context(|| format!("cannot read {}", rel.display()))?;
                     let held = remote.holds(&rel, meta.size, &sha256).await?;
                     anyhow::Ok((rel, meta, sha256, held))
                 }

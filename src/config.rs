@@ -38,6 +38,8 @@ pub struct WatchConfig {
     pub rescan_interval: Duration,
     #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,
+    /// Refuse files on another mounted file system than the drop folder's.
+    pub one_file_system: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -54,6 +56,8 @@ pub struct StabilityConfig {
     pub window: Duration,
     #[serde(with = "humantime_serde")]
     pub max_wait: Duration,
+    /// Globs of files that only grow by appends, published while held open.
+    pub logs: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -323,6 +327,9 @@ impl Settings {
         if let Err(e) = self.ignore_rules() {
             return Err(("watch.ignore", e.to_string()));
         }
+        if let Err(e) = self.log_globs() {
+            return Err(("stability.logs", e.to_string()));
+        }
         self.validate_remote()
     }
 
@@ -414,6 +421,18 @@ impl Settings {
             &self.watch.ignore,
             self.own_dirs_inside_drop_folder(),
         )
+    }
+
+    /// The drop folder as the pipeline reads it: confined, never through a link.
+    pub fn drop_root(&self) -> dropslot_actors::confined::DropRoot {
+        dropslot_actors::confined::DropRoot::new(
+            self.watch.path.clone(),
+            self.watch.one_file_system,
+        )
+    }
+
+    pub fn log_globs(&self) -> Result<dropslot_actors::globs::PathGlobs, globset::Error> {
+        dropslot_actors::globs::PathGlobs::new(&self.stability.logs)
     }
 
     pub fn ledger_path(&self) -> PathBuf {

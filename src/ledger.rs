@@ -33,6 +33,11 @@ CREATE TABLE IF NOT EXISTS files (
     attempts     INTEGER NOT NULL DEFAULT 0,
     last_error   TEXT
 ) WITHOUT ROWID;
+-- Files held open by a writer that dropslot waits for (kept by the running daemon, for `status`).
+CREATE TABLE IF NOT EXISTS waiting_for_writer (
+    path  BLOB PRIMARY KEY,
+    since INTEGER NOT NULL
+) WITHOUT ROWID;
 ";
 
 pub struct SqliteLedger {
@@ -47,6 +52,8 @@ pub struct StatusReport {
     pub pending: u64,
     pub failed: u64,
     pub failures: Vec<FailureReport>,
+    /// Files not published because another process has them open for writing.
+    pub waiting_for_writer: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -162,13 +169,26 @@ impl SqliteLedger {
                     })
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut stmt = c.prepare("SELECT path FROM waiting_for_writer ORDER BY path")?;
+            let waiting_for_writer = stmt
+                .query_map([], |r| {
+                    let path: Vec<u8> = r.get(0)?;
+                    Ok(Path::new(OsStr::from_bytes(&path)).display().to_string())
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(StatusReport {
                 published,
                 pending,
                 failed,
                 failures,
+                waiting_for_writer,
             })
         })
+    }
+
+    /// Forgets the files a previous run was waiting for; the new run finds them again.
+    pub fn reset_waiting_for_writer(&self) -> Result<(), LedgerError> {
+        self.with(|c| c.execute("DELETE FROM waiting_for_writer", []).map(drop))
     }
 }
 
@@ -277,6 +297,21 @@ impl Ledger for SqliteLedger {
             c.prepare_cached("DELETE FROM files WHERE path = ?1")?
                 .execute([path_bytes(path)])
                 .map(drop)
+        })
+    }
+
+    fn set_waiting_for_writer(&self, path: &Path, waiting: bool) -> Result<(), LedgerError> {
+        self.with(|c| {
+            if waiting {
+                c.prepare_cached(
+                    "INSERT OR REPLACE INTO waiting_for_writer (path, since) VALUES (?1, ?2)",
+                )?
+                .execute(params![path_bytes(path), now_secs()])
+            } else {
+                c.prepare_cached("DELETE FROM waiting_for_writer WHERE path = ?1")?
+                    .execute([path_bytes(path)])
+            }
+            .map(drop)
         })
     }
 

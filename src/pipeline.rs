@@ -86,7 +86,7 @@ impl Pipeline {
         );
         let snapshot = SnapshotCopier::new(
             SnapshotSettings {
-                root: root.clone(),
+                root: settings.drop_root(),
                 retry_delay: Duration::from_millis(100),
                 log_interval,
             },
@@ -108,7 +108,7 @@ impl Pipeline {
         for slot in 0..settings.upload.slots {
             UploadSlot::new(
                 SlotSettings {
-                    root: root.clone(),
+                    root: settings.drop_root(),
                     retry: retry.clone(),
                     log_interval,
                 },
@@ -121,7 +121,8 @@ impl Pipeline {
 
         let stability = StabilityChecker::new(
             StabilitySettings {
-                root: root.clone(),
+                root: settings.drop_root(),
+                logs: settings.log_globs().context("stability.logs")?,
                 window: settings.stability.window,
                 max_wait: settings.stability.max_wait,
                 on_delete: match settings.remote.on_delete {

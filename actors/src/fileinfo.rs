@@ -44,33 +44,32 @@ pub enum FileKind {
     Symlink,
     /// FIFOs, sockets and devices: never opened, because reading a FIFO blocks forever.
     Special(&'static str),
+    /// Exists, but reading it would leave the drop folder (see [`crate::confined`]): the reason.
+    Refused(&'static str),
     Missing,
 }
 
-/// Looks at a path with `lstat`, so symbolic links are reported, never followed.
-pub fn probe(path: &Path) -> io::Result<FileKind> {
-    use std::os::unix::fs::FileTypeExt;
-    let m = match std::fs::symlink_metadata(path) {
-        Ok(m) => m,
-        Err(e) if is_gone(&e) => return Ok(FileKind::Missing),
-        Err(e) => return Err(e),
-    };
-    let t = m.file_type();
-    Ok(if t.is_file() {
-        FileKind::Regular(FileMeta::from_metadata(&m))
-    } else if t.is_dir() {
-        FileKind::Directory
-    } else if t.is_symlink() {
-        FileKind::Symlink
-    } else if t.is_fifo() {
-        FileKind::Special("FIFO")
-    } else if t.is_socket() {
-        FileKind::Special("socket")
-    } else if t.is_block_device() || t.is_char_device() {
-        FileKind::Special("device file")
-    } else {
-        FileKind::Special("special file")
-    })
+impl FileKind {
+    /// The kind `metadata` (from `lstat` or `fstat`, never following a link) describes.
+    pub fn of(m: &Metadata) -> FileKind {
+        use std::os::unix::fs::FileTypeExt;
+        let t = m.file_type();
+        if t.is_file() {
+            FileKind::Regular(FileMeta::from_metadata(m))
+        } else if t.is_dir() {
+            FileKind::Directory
+        } else if t.is_symlink() {
+            FileKind::Symlink
+        } else if t.is_fifo() {
+            FileKind::Special("FIFO")
+        } else if t.is_socket() {
+            FileKind::Special("socket")
+        } else if t.is_block_device() || t.is_char_device() {
+            FileKind::Special("device file")
+        } else {
+            FileKind::Special("special file")
+        }
+    }
 }
 
 /// "The path is not there any more", including a parent that became a file.
@@ -81,8 +80,10 @@ pub fn is_gone(e: &io::Error) -> bool {
     )
 }
 
-/// Opens a regular file for reading without following a symbolic link and without blocking on a
-/// FIFO that replaced the file since it was probed; anything but a regular file is refused.
+/// Opens a regular file of dropslot's own (a snapshot copy, a local remote's file) for reading
+/// without following a symbolic link in its last component and without blocking on a FIFO;
+/// anything but a regular file is refused. Files in the drop folder go through
+/// [`crate::confined::DropRoot`] instead, which follows no link in any component.
 pub fn open_regular(path: &Path) -> io::Result<(File, FileMeta)> {
     let file = std::fs::OpenOptions::new()
         .read(true)
@@ -131,30 +132,69 @@ pub fn has_writers(file: &File) -> Option<bool> {
 /// expected size) keeps the buffer small for small files: zeroing a full chunk per small file
 /// showed up in profiles of bursts.
 pub fn hash_stream(
+    reader: impl Read,
+    size_hint: u64,
+    sink: impl FnMut(&[u8]) -> io::Result<()>,
+) -> io::Result<(ContentHash, u64)> {
+    hash_stream_with_mark(reader, size_hint, None, sink).map(|(hash, total, _)| (hash, total))
+}
+
+/// [`hash_stream`] that also returns the hash of the first `mark` bytes, if the stream is that
+/// long: whether a log still begins with the version already published, in the same read.
+pub fn hash_stream_with_mark(
     mut reader: impl Read,
     size_hint: u64,
+    mark: Option<u64>,
     mut sink: impl FnMut(&[u8]) -> io::Result<()>,
-) -> io::Result<(ContentHash, u64)> {
+) -> io::Result<(ContentHash, u64, Option<ContentHash>)> {
     let mut hasher = Sha256::new();
+    let mut marked = None;
     // One byte more than expected, so the end of a file of the expected size takes one read;
     // never tiny, in case the file grew.
     let mut buf = vec![0u8; size_hint.saturating_add(1).clamp(8192, CHUNK_SIZE as u64) as usize];
     let mut total = 0u64;
     loop {
+        if mark == Some(total) {
+            marked = Some(hasher.clone().finalize().into());
+        }
         let n = match reader.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        hasher.update(&buf[..n]);
-        sink(&buf[..n])?;
+        let chunk = &buf[..n];
+        match mark {
+            Some(at) if at > total && at < total + n as u64 => {
+                let (head, tail) = chunk.split_at((at - total) as usize);
+                hasher.update(head);
+                marked = Some(hasher.clone().finalize().into());
+                hasher.update(tail);
+            }
+            _ => hasher.update(chunk),
+        }
+        sink(chunk)?;
         total += n as u64;
     }
-    Ok((hasher.finalize().into(), total))
+    Ok((hasher.finalize().into(), total, marked))
 }
 
-/// Hashes a whole file (opened as [`open_regular`] does) and returns the metadata it had.
+/// Whether a writer is known to hold `file` open. Where the kernel will not say (no lease
+/// rights: not the owner and no `CAP_LEASE`), metadata alone decides, and that is said once.
+pub fn writers_known_open(file: &File) -> bool {
+    static UNKNOWN_REPORTED: std::sync::Once = std::sync::Once::new();
+    match has_writers(file) {
+        Some(open) => open,
+        None => {
+            UNKNOWN_REPORTED.call_once(|| {
+                tracing::warn!("cannot tell whether files are open for writing (file leases need the files' owner or CAP_LEASE): a file rewritten in place may be published mid-write; run dropslot as the drop folder's owner or grant CAP_LEASE");
+            });
+            false
+        }
+    }
+}
+
+/// Hashes a whole file of dropslot's own (opened as [`open_regular`] does) and returns the metadata it had.
 pub fn hash_file(path: &Path) -> io::Result<(ContentHash, FileMeta)> {
     let (file, meta) = open_regular(path)?;
     let (hash, _) = hash_stream(file, meta.size, |_| Ok(()))?;
@@ -177,6 +217,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_mark_hashes_exactly_the_prefix() {
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        for mark in [0u64, 1, 8192, 8193, 99_999, 100_000] {
+            let (whole, n, prefix) =
+                hash_stream_with_mark(&data[..], 10, Some(mark), |_| Ok(())).unwrap();
+            assert_eq!(n, 100_000);
+            assert_eq!(whole, hash_stream(&data[..], 0, |_| Ok(())).unwrap().0);
+            let expected = hash_stream(&data[..mark as usize], 0, |_| Ok(()))
+                .unwrap()
+                .0;
+            assert_eq!(prefix, Some(expected), "mark {mark}");
+        }
+        let (_, _, beyond) =
+            hash_stream_with_mark(&data[..], 0, Some(200_000), |_| Ok(())).unwrap();
+        assert_eq!(beyond, None);
+    }
+
+    #[test]
     fn hash_matches_known_vector() {
         let (hash, n) = hash_stream(&b"abc"[..], 0, |_| Ok(())).unwrap();
         assert_eq!(n, 3);
@@ -187,15 +245,15 @@ mod tests {
     }
 
     #[test]
-    fn probe_reports_kinds_without_following_links() {
+    fn kinds_are_read_without_following_links() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("f");
         std::fs::write(&file, b"x").unwrap();
         std::os::unix::fs::symlink(&file, dir.path().join("l")).unwrap();
-        assert!(matches!(probe(&file).unwrap(), FileKind::Regular(m) if m.size == 1));
-        assert_eq!(probe(&dir.path().join("l")).unwrap(), FileKind::Symlink);
-        assert_eq!(probe(dir.path()).unwrap(), FileKind::Directory);
-        assert_eq!(probe(&dir.path().join("nope")).unwrap(), FileKind::Missing);
+        let kind = |p: &Path| FileKind::of(&std::fs::symlink_metadata(p).unwrap());
+        assert!(matches!(kind(&file), FileKind::Regular(m) if m.size == 1));
+        assert_eq!(kind(&dir.path().join("l")), FileKind::Symlink);
+        assert_eq!(kind(dir.path()), FileKind::Directory);
         assert!(open_regular(&dir.path().join("l")).is_err());
     }
 

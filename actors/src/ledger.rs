@@ -71,6 +71,9 @@ pub trait Ledger: Send + Sync + 'static {
     /// The remote copy was deleted.
     fn forget(&self, path: &Path) -> Result<(), LedgerError>;
 
+    /// The file is (or no longer is) held open by a writer that the pipeline waits for.
+    fn set_waiting_for_writer(&self, path: &Path, waiting: bool) -> Result<(), LedgerError>;
+
     /// Calls `f` with every path the ledger knows, for finding files deleted while stopped.
     fn for_each_path(&self, f: &mut dyn FnMut(&Path)) -> Result<(), LedgerError>;
 }

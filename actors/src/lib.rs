@@ -9,8 +9,10 @@
 //! The flow, one actor per arrow's source:
 //! watcher → debouncer → stability checker → (snapshot copier) → upload slots → directory linker.
 
+pub mod confined;
 pub mod debouncer;
 pub mod fileinfo;
+pub mod globs;
 pub mod ledger;
 pub mod linker;
 pub mod mailbox;

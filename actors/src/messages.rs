@@ -51,6 +51,9 @@ pub struct TakeSnapshot {
     pub path: PathBuf,
     pub attempt: u32,
     pub published: Option<PublishedVersion>,
+    /// The file is a log (`stability.logs`) held open by its writer: copy the prefix written so
+    /// far, provided the published version is still its beginning.
+    pub append_only: bool,
 }
 
 /// Stability checker or snapshot copier → upload slots (through the shared upload queue).

@@ -9,8 +9,10 @@
 //!
 //! Unchanged metadata only proves the copy is *a* state of the file, not a finished one: a writer
 //! may be pausing between a truncate and its next `write`. So a copy is taken only while no
-//! process has the file open for writing ([`has_writers`]), checked every 20 ms for about five
-//! seconds; a file held open for longer (a log being appended to) is copied anyway, coherently.
+//! process has the file open for writing ([`writers_known_open`]), however long that takes. The
+//! one exception is a log (`stability.logs`) held open while it grows: its bytes up to the last
+//! complete line are copied, and only if the version already published is still its beginning
+//! (an append-only file's prefix never changes); otherwise it too waits for the close.
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -21,12 +23,14 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
+use crate::confined::DropRoot;
 use crate::fileinfo::{
-    has_writers, hash_file, hash_stream, is_gone, open_regular, ContentHash, FileMeta,
+    hash_file, hash_stream, hash_stream_with_mark, is_gone, writers_known_open, ContentHash,
+    FileMeta,
 };
 use crate::ledger::Ledger;
 use crate::mailbox::{Phase, Tracker};
-use crate::messages::{TakeSnapshot, UploadJob, UploadSource};
+use crate::messages::{PublishedVersion, TakeSnapshot, UploadJob, UploadSource};
 use crate::stats::ActorStats;
 
 /// The snapshot area: a directory and a byte budget shared with the upload slots, which release
@@ -90,27 +94,32 @@ impl SnapshotArea {
         self.used.load(Ordering::SeqCst)
     }
 
-    /// Copies `source` into the area, accepting the copy only if the source did not change and,
-    /// if `wait_for_writers`, only if nobody had it open for writing when the copy began.
+    /// Copies `rel` into the area, accepting the copy only if the source did not change and
+    /// nobody had it open for writing; with `append_only`, a writer may hold it open and keep
+    /// appending, and the copy is its prefix up to the last complete line, provided `published`
+    /// is still that prefix's beginning.
     fn take(
         &self,
-        source: &Path,
-        wait_for_writers: bool,
+        root: &DropRoot,
+        rel: &Path,
+        append_only: bool,
+        published: Option<PublishedVersion>,
     ) -> Result<(PathBuf, ContentHash, FileMeta), SnapshotError> {
-        let (mut file, before) = open_regular(source).map_err(SnapshotError::Io)?;
+        let (mut file, before) = root.open_file(rel).map_err(SnapshotError::Io)?;
         // Metadata first, then the writer check: a writer that opens after the check and writes
         // before the copy ends changes the metadata, which the final comparison catches.
-        if wait_for_writers && has_writers(&file) == Some(true) {
+        let writer_open = writers_known_open(&file);
+        if writer_open && !append_only {
             return Err(SnapshotError::WriterOpen);
         }
+        if writer_open {
+            return self.take_log_prefix(root, rel, file, before, published);
+        }
         self.reserve(before.size)?;
-        let copy = self
-            .dir
-            .join(self.next_id.fetch_add(1, Ordering::SeqCst).to_string());
-        let copied = copy_hashing(source, &mut file, before.size, &copy);
+        let copy = self.next_copy();
+        let copied = copy_hashing(&mut file, before.size, &copy);
         let after_fd = file.metadata().map(|m| FileMeta::from_metadata(&m));
-        let after_path = std::fs::symlink_metadata(source).map(|m| FileMeta::from_metadata(&m));
-        match (copied, after_fd, after_path) {
+        match (copied, after_fd, root.regular_meta(rel)) {
             (Ok(hash), Ok(fd), Ok(at_path)) if fd == before && at_path == before => {
                 Ok((copy, hash, before))
             }
@@ -124,15 +133,82 @@ impl SnapshotArea {
             }
         }
     }
+
+    fn next_copy(&self) -> PathBuf {
+        self.dir
+            .join(self.next_id.fetch_add(1, Ordering::SeqCst).to_string())
+    }
+
+    /// A log being appended to: everything up to its last complete line is final already.
+    fn take_log_prefix(
+        &self,
+        root: &DropRoot,
+        rel: &Path,
+        mut file: File,
+        before: FileMeta,
+        published: Option<PublishedVersion>,
+    ) -> Result<(PathBuf, ContentHash, FileMeta), SnapshotError> {
+        if published.is_some_and(|p| p.size > before.size) {
+            return Err(SnapshotError::NotAppendOnly);
+        }
+        let size = end_of_last_line(&file, before.size).map_err(SnapshotError::Io)?;
+        if size == 0 || published.is_some_and(|p| p.size >= size) {
+            return Err(SnapshotError::NothingNew);
+        }
+        self.reserve(size)?;
+        let copy = self.next_copy();
+        let copied = File::create(&copy).and_then(|mut out| {
+            let limited = io::Read::take(&mut file, size);
+            hash_stream_with_mark(limited, size, published.map(|p| p.size), |chunk| {
+                out.write_all(chunk)
+            })
+        });
+        // Growth is what a log does; a different file, or one that shrank, is not a log.
+        let still_growing = |m: &FileMeta| m.inode == before.inode && m.size >= before.size;
+        let after_fd = file.metadata().map(|m| FileMeta::from_metadata(&m));
+        let verdict = match (copied, after_fd, root.regular_meta(rel)) {
+            (Err(e), ..) => Err(SnapshotError::Io(e)),
+            (Ok((hash, n, prefix)), Ok(fd), Ok(at_path))
+                if n == size && still_growing(&fd) && still_growing(&at_path) =>
+            {
+                match published {
+                    Some(p) if prefix != Some(p.sha256) => Err(SnapshotError::NotAppendOnly),
+                    _ => Ok(hash),
+                }
+            }
+            _ => Err(SnapshotError::Changed),
+        };
+        match verdict {
+            Ok(hash) => Ok((copy, hash, FileMeta { size, ..before })),
+            Err(e) => {
+                self.release(&copy, size);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Where the last complete line of the first `size` bytes ends (a log's writer may be in the
+/// middle of a line); `size` itself when the last 64 KiB hold no line break.
+fn end_of_last_line(file: &File, size: u64) -> io::Result<u64> {
+    use std::os::unix::fs::FileExt;
+    let tail_len = size.min(64 * 1024);
+    let mut tail = vec![0u8; tail_len as usize];
+    file.read_exact_at(&mut tail, size - tail_len)?;
+    Ok(match tail.iter().rposition(|&b| b == b'\n') {
+        Some(i) => size - tail_len + i as u64 + 1,
+        None => size,
+    })
 }
 
 /// A reflink costs no space or time where the file system can share blocks; elsewhere the copy
-/// is made from the already open file, hashing on the way.
-fn copy_hashing(source: &Path, file: &mut File, size: u64, copy: &Path) -> io::Result<ContentHash> {
-    if reflink_copy::reflink(source, copy).is_ok() {
+/// is made from the already open file, hashing on the way. Both work on the descriptor, so the
+/// copy is of the file that was checked, whatever the path points to now.
+fn copy_hashing(file: &mut File, size: u64, copy: &Path) -> io::Result<ContentHash> {
+    let mut out = File::create(copy)?;
+    if rustix::fs::ioctl_ficlone(&out, &*file).is_ok() {
         return hash_file(copy).map(|(hash, _)| hash);
     }
-    let mut out = File::create(copy)?;
     let (hash, _) = hash_stream(file, size, |chunk| out.write_all(chunk))?;
     Ok(hash)
 }
@@ -143,6 +219,10 @@ enum SnapshotError {
     Changed,
     #[error("the file is open for writing")]
     WriterOpen,
+    #[error("the log's published beginning changed: not append-only")]
+    NotAppendOnly,
+    #[error("nothing new since the last complete line published")]
+    NothingNew,
     #[error("the snapshot area is full for now")]
     NoRoomNow,
     #[error(
@@ -153,14 +233,14 @@ enum SnapshotError {
     Io(io::Error),
 }
 
-/// How often, and how many times, a file open for writing is looked at again before it is copied
-/// regardless (about five seconds).
+/// How soon a file open for writing is looked at again: quickly at first (most writers close
+/// within milliseconds), then every second for as long as the writer keeps it open.
 const WRITER_RECHECK: Duration = Duration::from_millis(20);
-const WRITER_PATIENCE: u32 = 250;
+const WRITER_RECHECK_MAX: Duration = Duration::from_secs(1);
 
 #[derive(Clone, Debug)]
 pub struct SnapshotSettings {
-    pub root: PathBuf,
+    pub root: DropRoot,
     /// First delay before taking a copy again; doubles up to a few seconds.
     pub retry_delay: Duration,
     pub log_interval: Duration,
@@ -239,7 +319,23 @@ impl SnapshotCopier {
                     None => self.area.release(&file, meta.size),
                 }
             }
-            Err(SnapshotError::WriterOpen) => self.retry_later(msg, WRITER_RECHECK, ctx),
+            Err(SnapshotError::WriterOpen) => {
+                let delay = (WRITER_RECHECK * 2u32.saturating_pow(msg.attempt.min(6)))
+                    .min(WRITER_RECHECK_MAX);
+                self.retry_later(msg, delay, ctx)
+            }
+            // Not behaving like a log: like any other file, it waits for its writer to close.
+            Err(SnapshotError::NotAppendOnly) => {
+                tracing::info!(path = %path.display(), "the log's published beginning changed while it was held open; waiting for its writer to close it");
+                let msg = TakeSnapshot {
+                    append_only: false,
+                    ..msg
+                };
+                self.retry_later(msg, WRITER_RECHECK, ctx)
+            }
+            // Only a partial line since the last publish: the next append or the close brings
+            // the path back.
+            Err(SnapshotError::NothingNew) => self.tracker.complete(path),
             Err(SnapshotError::Changed) | Err(SnapshotError::NoRoomNow) => {
                 if msg.attempt > 0 && msg.attempt % 10 == 0 {
                     tracing::warn!(path = %path.display(), attempts = msg.attempt, "still no coherent snapshot; retrying");
@@ -295,12 +391,12 @@ impl Handler<TakeSnapshot> for SnapshotCopier {
             return;
         }
         let area = self.area.clone();
-        let source = self.settings.root.join(&msg.path);
+        let root = self.settings.root.clone();
+        let (rel, append_only, published) = (msg.path.clone(), msg.append_only, msg.published);
         let stats = self.stats.clone();
-        let wait_for_writers = msg.attempt < WRITER_PATIENCE;
         let work = tokio::task::spawn_blocking(move || {
             let started = Instant::now();
-            let result = area.take(&source, wait_for_writers);
+            let result = area.take(&root, &rel, append_only, published);
             stats.busy_since(started);
             result
         });
@@ -329,13 +425,20 @@ mod tests {
         area.reserve(60).unwrap();
     }
 
+    fn drop_folder() -> (tempfile::TempDir, DropRoot, SnapshotArea) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("drop")).unwrap();
+        let root = DropRoot::new(dir.path().join("drop"), false);
+        let area = SnapshotArea::open(dir.path().join("snap"), 1 << 20).unwrap();
+        (dir, root, area)
+    }
+
     #[test]
     fn snapshot_of_a_quiet_file_equals_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let src = dir.path().join("src");
+        let (_dir, root, area) = drop_folder();
+        let src = root.path().join("src");
         std::fs::write(&src, b"hello snapshot").unwrap();
-        let area = SnapshotArea::open(dir.path().join("snap"), 1 << 20).unwrap();
-        let (copy, hash, meta) = area.take(&src, true).unwrap();
+        let (copy, hash, meta) = area.take(&root, Path::new("src"), false, None).unwrap();
         assert_eq!(std::fs::read(&copy).unwrap(), b"hello snapshot");
         assert_eq!(hash, hash_file(&src).unwrap().0);
         assert_eq!(meta.size, 14);
@@ -343,5 +446,48 @@ mod tests {
         area.release(&copy, meta.size);
         assert_eq!(area.used(), 0);
         assert!(!copy.exists());
+    }
+
+    #[test]
+    fn a_file_held_open_is_never_copied_unless_it_is_a_log_and_then_only_whole_lines() {
+        let (_dir, root, area) = drop_folder();
+        let rel = Path::new("app.log");
+        let mut writer = File::create(root.path().join(rel)).unwrap();
+        writer.write_all(b"one\ntwo\nthr").unwrap();
+        assert!(matches!(
+            area.take(&root, rel, false, None),
+            Err(SnapshotError::WriterOpen)
+        ));
+        let (copy, hash, meta) = area.take(&root, rel, true, None).unwrap();
+        assert_eq!(std::fs::read(&copy).unwrap(), b"one\ntwo\n");
+        assert_eq!(meta.size, 8);
+        area.release(&copy, meta.size);
+
+        // The next prefix is taken only while the published one is still its beginning.
+        let published = Some(PublishedVersion {
+            size: 8,
+            sha256: hash,
+        });
+        writer.write_all(b"ee\nfour\n").unwrap();
+        let (copy, _, meta) = area.take(&root, rel, true, published).unwrap();
+        assert_eq!(std::fs::read(&copy).unwrap(), b"one\ntwo\nthree\nfour\n");
+        area.release(&copy, meta.size);
+        assert!(matches!(
+            area.take(
+                &root,
+                rel,
+                true,
+                Some(PublishedVersion {
+                    size: 8,
+                    sha256: [0; 32]
+                })
+            ),
+            Err(SnapshotError::NotAppendOnly)
+        ));
+        assert_eq!(area.used(), 0);
+        drop(writer);
+        let (copy, _, meta) = area.take(&root, rel, false, published).unwrap();
+        assert_eq!(meta.size, 19);
+        area.release(&copy, meta.size);
     }
 }

@@ -1,9 +1,13 @@
 //! The stability checker: decides when a quiet file can be read. It re-stats each file after
 //! `stability.window` (size, mtime, ctime, inode); unchanged means stable and the file goes to
 //! the upload queue, unless a process still has it open for writing (a writer pausing mid-version
-//! looks unchanged); a file still changing after `stability.max_wait` goes to the snapshot
-//! copier. It also recognises what must not be uploaded at all (gone, directories, symbolic
-//! links, FIFOs, sockets, devices) and files the ledger already has as published.
+//! looks unchanged). A file held open for writing waits for its writer to close it, however long
+//! that takes (an rsync `--inplace` or a download in progress is neither the old nor the new
+//! version), except a log (`stability.logs`), which is published from prefix snapshots while it
+//! grows; a file still changing after `stability.max_wait` with no writer holding it (many short
+//! writes) goes to the snapshot copier. It also recognises what must not be uploaded at all (gone,
+//! directories, symbolic links, paths through links, FIFOs, sockets, devices) and files the ledger
+//! already has as published.
 //!
 //! Every `stat` and ledger lookup runs in a blocking task, batched per timer tick, so the actor
 //! thread never waits on the disk.
@@ -17,7 +21,9 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use crate::fileinfo::{has_writers, open_regular, probe, FileKind, FileMeta};
+use crate::confined::DropRoot;
+use crate::fileinfo::{writers_known_open, FileKind, FileMeta};
+use crate::globs::PathGlobs;
 use crate::ledger::{EntryStatus, Ledger, LedgerEntry};
 use crate::linker::Linker;
 use crate::mailbox::{Phase, Tracker};
@@ -37,7 +43,9 @@ pub enum DeletePolicy {
 
 #[derive(Clone, Debug)]
 pub struct StabilitySettings {
-    pub root: PathBuf,
+    pub root: DropRoot,
+    /// Files that only grow by appends (`stability.logs`): published while held open.
+    pub logs: PathGlobs,
     pub window: Duration,
     pub max_wait: Duration,
     pub on_delete: DeletePolicy,
@@ -54,6 +62,8 @@ struct Watched {
     /// What the ledger said of this path at the first look.
     ledger_status: Option<EntryStatus>,
     published: Option<PublishedVersion>,
+    /// Recorded in the ledger as waiting for its writer to close it.
+    waiting_for_writer: bool,
 }
 
 pub struct StabilityChecker {
@@ -77,7 +87,7 @@ struct Look {
     watched: Watched,
     kind: io::Result<FileKind>,
     entry: Option<LedgerEntry>,
-    /// Unchanged since the previous look, but open for writing somewhere.
+    /// Open for writing somewhere (asked when the file looks unchanged or its `max_wait` is up).
     writer_open: bool,
 }
 
@@ -110,6 +120,7 @@ impl StabilityChecker {
     /// thread, then routes each one.
     fn look(&mut self, batch: Vec<Watched>, ctx: &mut Context<Self>) {
         let root = self.settings.root.clone();
+        let max_wait = self.settings.max_wait;
         let ledger = self.ledger.clone();
         let stats = self.stats.clone();
         let work = tokio::task::spawn_blocking(move || {
@@ -117,7 +128,7 @@ impl StabilityChecker {
             let looks: Vec<Look> = batch
                 .into_iter()
                 .map(|watched| {
-                    let kind = probe(&root.join(&watched.path));
+                    let kind = root.probe(&watched.path);
                     let entry = match watched.last {
                         Some(_) => None,
                         None => ledger.lookup(&watched.path).unwrap_or_else(|e| {
@@ -126,9 +137,12 @@ impl StabilityChecker {
                         }),
                     };
                     let writer_open = match &kind {
-                        Ok(FileKind::Regular(meta)) if watched.last == Some(*meta) => {
-                            open_regular(&root.join(&watched.path))
-                                .is_ok_and(|(file, _)| has_writers(&file) == Some(true))
+                        Ok(FileKind::Regular(meta))
+                            if watched.last == Some(*meta)
+                                || watched.since.elapsed() >= max_wait =>
+                        {
+                            root.open_file(&watched.path)
+                                .is_ok_and(|(file, _)| writers_known_open(&file))
                         }
                         _ => false,
                     };
@@ -159,6 +173,9 @@ impl StabilityChecker {
             entry,
             writer_open,
         } = look;
+        if !matches!(kind, Ok(FileKind::Regular(_))) {
+            self.waiting_for_writer(&mut watched, false);
+        }
         let path = &watched.path;
         match kind {
             Err(e) => {
@@ -202,27 +219,43 @@ impl StabilityChecker {
                 tracing::warn!(path = %path.display(), "skipping {what}: only regular files are uploaded");
                 self.tracker.complete(path);
             }
+            Ok(FileKind::Refused(why)) => {
+                tracing::warn!(path = %path.display(), "skipping: {why}");
+                self.tracker.complete(path);
+            }
             Ok(FileKind::Regular(meta)) => {
                 if entry.as_ref().is_some_and(|e| e.is_published_as(&meta)) {
                     self.tracker.complete(path); // already published exactly like this
                     return;
                 }
+                let is_log = self.settings.logs.is_match(path);
+                let max_wait_over = watched.since.elapsed() >= self.settings.max_wait;
                 match watched.last {
                     Some(prev) if prev == meta && !writer_open => {
+                        self.waiting_for_writer(&mut watched, false);
                         self.queue_upload(watched.path, meta, watched.published)
                     }
-                    Some(_) if watched.since.elapsed() >= self.settings.max_wait => {
+                    Some(_) if writer_open && !(is_log && max_wait_over) => {
+                        // Whatever the file holds now may be half of a version: only its close
+                        // (or, for a log, the next prefix snapshot) can tell.
+                        self.waiting_for_writer(&mut watched, true);
+                        watched.last = Some(meta);
+                        self.wait_window(watched);
+                    }
+                    Some(_) if max_wait_over => {
                         if self
                             .tracker
                             .mailbox
                             .advance(path, Phase::Checking, Phase::Snapshotting)
                         {
-                            tracing::info!(path = %path.display(), "file keeps changing; taking a snapshot");
+                            tracing::info!(path = %path.display(), log = is_log, "file keeps changing; taking a snapshot");
+                            self.waiting_for_writer(&mut watched, false);
                             self.stats.sent(1);
                             self.snapshot.do_send(TakeSnapshot {
                                 path: watched.path,
                                 attempt: 0,
                                 published: watched.published,
+                                append_only: is_log && writer_open,
                             });
                         }
                     }
@@ -243,6 +276,24 @@ impl StabilityChecker {
                 }
             }
         }
+    }
+
+    /// Records (once per change) that the file waits for a writer to close it, so `status` can
+    /// say why it is not published yet.
+    fn waiting_for_writer(&self, watched: &mut Watched, waiting: bool) {
+        if watched.waiting_for_writer == waiting {
+            return;
+        }
+        watched.waiting_for_writer = waiting;
+        if waiting {
+            tracing::info!(path = %watched.path.display(), "open for writing by another process; waiting for it to close the file");
+        }
+        let (ledger, path) = (self.ledger.clone(), watched.path.clone());
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = ledger.set_waiting_for_writer(&path, waiting) {
+                tracing::warn!("{e}");
+            }
+        });
     }
 
     fn wait_window(&mut self, watched: Watched) {
@@ -328,6 +379,7 @@ impl Handler<CheckStability> for StabilityChecker {
                 last: None,
                 ledger_status: None,
                 published: None,
+                waiting_for_writer: false,
             })
             .collect();
         self.look(batch, ctx);

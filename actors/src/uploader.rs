@@ -17,7 +17,8 @@ use std::time::Instant;
 use actix::prelude::*;
 use bytes::Bytes;
 
-use crate::fileinfo::{hash_file, hash_stream, is_gone, open_regular, ContentHash, FileMeta};
+use crate::confined::{refusal, DropRoot};
+use crate::fileinfo::{hash_stream, is_gone, open_regular, ContentHash, FileMeta};
 use crate::ledger::Ledger;
 use crate::linker::Linker;
 use crate::mailbox::Tracker;
@@ -32,7 +33,7 @@ pub const READ_AHEAD: usize = 4;
 
 #[derive(Clone, Debug)]
 pub struct SlotSettings {
-    pub root: PathBuf,
+    pub root: DropRoot,
     pub retry: RetryPolicy,
     pub log_interval: std::time::Duration,
 }
@@ -173,11 +174,11 @@ async fn upload(
     stats: &ActorStats,
     job: &UploadJob,
 ) -> Outcome {
-    let content_path = match &job.source {
-        UploadSource::Original => settings.root.join(&job.path),
-        UploadSource::Snapshot { file, .. } => file.clone(),
+    let content = match &job.source {
+        UploadSource::Original => Content::Original(settings.root.clone(), job.path.clone()),
+        UploadSource::Snapshot { file, .. } => Content::Snapshot(file.clone()),
     };
-    match already_published(deps, job, &content_path).await {
+    match already_published(deps, job, &content).await {
         Ok(true) => return Outcome::Unchanged,
         Ok(false) => {}
         Err(outcome) => return outcome,
@@ -196,7 +197,7 @@ async fn upload(
     loop {
         attempts += 1;
         let expected = matches!(job.source, UploadSource::Original).then_some(job.meta);
-        match upload_once(deps, stats, &job.path, &content_path, expected).await {
+        match upload_once(deps, stats, &job.path, &content, expected).await {
             Ok(Attempt::Staged { staged, sha256 }) => {
                 let publish = Publish {
                     path: job.path.clone(),
@@ -246,14 +247,14 @@ async fn upload(
 async fn already_published(
     deps: &SlotDeps,
     job: &UploadJob,
-    content_path: &Path,
+    content: &Content,
 ) -> Result<bool, Outcome> {
     let Some(published) = job.published.filter(|p| p.size == job.meta.size) else {
         return Ok(false);
     };
     let ledger = deps.ledger.clone();
     let (path, meta) = (job.path.clone(), job.meta);
-    let content_path = content_path.to_path_buf();
+    let content = content.clone();
     let source_hash = match &job.source {
         UploadSource::Snapshot { sha256, .. } => Some(*sha256),
         UploadSource::Original => None,
@@ -261,7 +262,9 @@ async fn already_published(
     let checked = tokio::task::spawn_blocking(move || -> Result<bool, Outcome> {
         let hash = match source_hash {
             Some(hash) => hash,
-            None => match hash_file(&content_path) {
+            None => match content.open().and_then(|(file, now)| {
+                hash_stream(file, now.size, |_| Ok(())).map(|(hash, _)| (hash, now))
+            }) {
                 Ok((hash, now)) if now == meta => hash,
                 Ok(_) => return Err(Outcome::SourceChanged),
                 Err(e) if is_gone(&e) => return Err(Outcome::Vanished),
@@ -280,6 +283,33 @@ async fn already_published(
     checked.unwrap_or(Ok(false))
 }
 
+/// Where a job's bytes come from: the drop folder (confined: never through a link) or a private
+/// snapshot copy of dropslot's own.
+#[derive(Clone)]
+enum Content {
+    Original(DropRoot, PathBuf),
+    Snapshot(PathBuf),
+}
+
+impl Content {
+    fn open(&self) -> io::Result<(std::fs::File, FileMeta)> {
+        match self {
+            Content::Original(root, rel) => root.open_file(rel),
+            Content::Snapshot(file) => open_regular(file),
+        }
+    }
+
+    /// What the path holds now, to tell whether the file read is still the one there.
+    fn meta_now(&self) -> io::Result<FileMeta> {
+        match self {
+            Content::Original(root, rel) => root.regular_meta(rel),
+            Content::Snapshot(file) => {
+                std::fs::symlink_metadata(file).map(|m| FileMeta::from_metadata(&m))
+            }
+        }
+    }
+}
+
 /// How the reader says it stopped because the remote side gave up (not a disk error): the
 /// remote's own error is then the one to report, permanent or not.
 const REMOTE_STOPPED: io::ErrorKind = io::ErrorKind::BrokenPipe;
@@ -290,20 +320,19 @@ async fn upload_once(
     deps: &SlotDeps,
     stats: &ActorStats,
     path: &Path,
-    content_path: &Path,
+    content: &Content,
     expected: Option<FileMeta>,
 ) -> Result<Attempt, AttemptError> {
-    let opening = content_path.to_path_buf();
-    let opened = tokio::task::spawn_blocking(move || open_regular(&opening))
+    let opening = content.clone();
+    let opened = tokio::task::spawn_blocking(move || opening.open())
         .await
         .map_err(|e| AttemptError::Source(io::Error::other(e)))?;
     let (file, at_open) = match opened {
         Ok(opened) => opened,
         Err(e) if is_gone(&e) => return Ok(Attempt::Vanished),
-        // Replaced by a symbolic link or by something that is not a regular file.
-        Err(e)
-            if e.raw_os_error() == Some(libc::ELOOP) || e.kind() == io::ErrorKind::InvalidInput =>
-        {
+        // Replaced by a symbolic link (or a directory on its path was), or by something that is
+        // not a regular file: the stability checker looks again and skips it by name.
+        Err(e) if refusal(&e).is_some() || e.kind() == io::ErrorKind::InvalidInput => {
             return Ok(Attempt::SourceChanged)
         }
         Err(e) => return Err(AttemptError::Source(e)),
@@ -314,7 +343,7 @@ async fn upload_once(
     }
 
     let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(READ_AHEAD);
-    let checking = content_path.to_path_buf();
+    let checking = content.clone();
     let reader = tokio::task::spawn_blocking(move || {
         let read = hash_stream(&file, expected.size, |chunk| {
             tx.blocking_send(Ok(Bytes::copy_from_slice(chunk)))
@@ -326,7 +355,7 @@ async fn upload_once(
         // Checked right after the last read, on the same thread: what was read is coherent if
         // neither the open file nor the path changed meanwhile.
         let fd = file.metadata().map(|m| FileMeta::from_metadata(&m));
-        let at_path = std::fs::symlink_metadata(&checking).map(|m| FileMeta::from_metadata(&m));
+        let at_path = checking.meta_now();
         let unchanged = matches!((fd, at_path), (Ok(a), Ok(b)) if a == expected && b == expected);
         (read, unchanged)
     });

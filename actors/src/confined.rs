@@ -1,0 +1,263 @@
+//! Confined access to the drop folder: every path the pipeline reads is resolved relative to the
+//! drop folder's root without following a symbolic link in any component, so whoever writes to
+//! the drop folder cannot make dropslot read a file outside it (a directory swapped for a link to
+//! `/etc` after its event is refused, not followed). Owns path resolution and the kinds of refusal;
+//! it does not decide what to do with a refused path (the stability checker logs and skips it).
+//!
+//! Linux's `openat2` with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS` does this in one call, atomically
+//! with respect to concurrent renames. Where the kernel lacks it (before 5.6, or a seccomp filter
+//! refuses it) the path is walked one component at a time with `O_NOFOLLOW`, each step checked
+//! with `fstat` on the descriptor it got. Either way, what callers check after opening is the
+//! descriptor, never the path again.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use rustix::fs::{Mode, OFlags, ResolveFlags};
+
+use crate::fileinfo::{hash_stream, is_gone, ContentHash, FileKind, FileMeta};
+
+/// The drop folder's root, and how far resolution below it may go.
+#[derive(Clone, Debug)]
+pub struct DropRoot {
+    path: PathBuf,
+    /// Refuse files on another mounted file system than the root's (`watch.one_file_system`).
+    one_file_system: bool,
+}
+
+/// Set once `openat2` turned out to be missing, so the fallback does not retry it per file.
+static NO_OPENAT2: AtomicBool = AtomicBool::new(false);
+
+/// Why a path inside the drop folder is refused although it exists.
+pub const THROUGH_LINK: &str =
+    "a directory in its path is a symbolic link (links are not followed)";
+pub const OTHER_FILE_SYSTEM: &str =
+    "it is on another file system than the drop folder (watch.one_file_system = true)";
+
+impl DropRoot {
+    pub fn new(path: PathBuf, one_file_system: bool) -> Self {
+        DropRoot {
+            path,
+            one_file_system,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Opens the regular file `rel` for reading: never through a link, never blocking on a FIFO
+    /// that replaced the file since it was looked at; anything but a regular file is refused.
+    pub fn open_file(&self, rel: &Path) -> io::Result<(File, FileMeta)> {
+        let fd = self.resolve(rel, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK)?;
+        let file = File::from(fd);
+        let m = file.metadata()?;
+        if !m.file_type().is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a regular file any more",
+            ));
+        }
+        Ok((file, FileMeta::from_metadata(&m)))
+    }
+
+    /// Hashes the whole regular file `rel` and returns the metadata it had when opened.
+    pub fn hash_file(&self, rel: &Path) -> io::Result<(ContentHash, FileMeta)> {
+        let (file, meta) = self.open_file(rel)?;
+        let (hash, _) = hash_stream(file, meta.size, |_| Ok(()))?;
+        Ok((hash, meta))
+    }
+
+    /// What `rel` is, without following links: the last component is reported as a link if it is
+    /// one, and a path through a link (or onto another file system, if refused) is `Refused`.
+    pub fn probe(&self, rel: &Path) -> io::Result<FileKind> {
+        match self.resolve(rel, OFlags::PATH | OFlags::NOFOLLOW) {
+            Ok(fd) => Ok(FileKind::of(&File::from(fd).metadata()?)),
+            Err(e) if is_gone(&e) => Ok(FileKind::Missing),
+            Err(e) => match refusal(&e) {
+                Some(why) => Ok(FileKind::Refused(why)),
+                None => Err(e),
+            },
+        }
+    }
+
+    /// The metadata `rel` has now, if it is still a regular file reachable without links.
+    pub fn regular_meta(&self, rel: &Path) -> io::Result<FileMeta> {
+        match self.probe(rel)? {
+            FileKind::Regular(meta) => Ok(meta),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a regular file any more",
+            )),
+        }
+    }
+
+    fn resolve(&self, rel: &Path, flags: OFlags) -> io::Result<OwnedFd> {
+        let root = rustix::fs::open(
+            &self.path,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        if !NO_OPENAT2.load(Ordering::Relaxed) {
+            let mut resolve = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS;
+            if self.one_file_system {
+                resolve |= ResolveFlags::NO_XDEV;
+            }
+            // EAGAIN: a rename elsewhere raced with the lookup and the kernel could not prove
+            // it stayed beneath; trying again is what the man page asks for.
+            for _ in 0..8 {
+                match rustix::fs::openat2(
+                    &root,
+                    rel,
+                    flags | OFlags::CLOEXEC,
+                    Mode::empty(),
+                    resolve,
+                ) {
+                    Err(rustix::io::Errno::AGAIN) => continue,
+                    Err(rustix::io::Errno::NOSYS | rustix::io::Errno::PERM) => {
+                        NO_OPENAT2.store(true, Ordering::Relaxed);
+                        break;
+                    }
+                    other => return other.map_err(io::Error::from),
+                }
+            }
+            if !NO_OPENAT2.load(Ordering::Relaxed) {
+                return Err(io::Error::from(rustix::io::Errno::AGAIN));
+            }
+        }
+        walk_beneath(root, rel, flags, self.one_file_system)
+    }
+}
+
+/// The fallback: one `openat(O_NOFOLLOW)` per component, each directory checked on its
+/// descriptor (a link is refused as `ELOOP`, another device as `EXDEV`).
+fn walk_beneath(
+    root: OwnedFd,
+    rel: &Path,
+    flags: OFlags,
+    one_file_system: bool,
+) -> io::Result<OwnedFd> {
+    let root_dev = File::from(root.try_clone()?).metadata()?.dev();
+    let names: Vec<&std::ffi::OsStr> = rel
+        .components()
+        .map(|c| match c {
+            Component::Normal(name) => Ok(name),
+            // Paths come from the walker and never hold `..` or `/`; refuse them if they do.
+            _ => Err(io::Error::from(rustix::io::Errno::INVAL)),
+        })
+        .collect::<io::Result<_>>()?;
+    let Some((last, dirs)) = names.split_last() else {
+        return rustix::fs::openat(&root, ".", flags | OFlags::CLOEXEC, Mode::empty())
+            .map_err(io::Error::from);
+    };
+    let mut dir = root;
+    for name in dirs {
+        let next = rustix::fs::openat(
+            &dir,
+            *name,
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let m = File::from(next.try_clone()?).metadata()?;
+        if m.file_type().is_symlink() {
+            return Err(io::Error::from(rustix::io::Errno::LOOP));
+        }
+        if !m.is_dir() {
+            return Err(io::Error::from(rustix::io::Errno::NOTDIR));
+        }
+        if one_file_system && m.dev() != root_dev {
+            return Err(io::Error::from(rustix::io::Errno::XDEV));
+        }
+        dir = next;
+    }
+    let fd = rustix::fs::openat(&dir, *last, flags | OFlags::CLOEXEC, Mode::empty())?;
+    if one_file_system && File::from(fd.try_clone()?).metadata()?.dev() != root_dev {
+        return Err(io::Error::from(rustix::io::Errno::XDEV));
+    }
+    Ok(fd)
+}
+
+/// The refusals that mean "exists, but not for us", as opposed to a failure worth reporting.
+pub fn refusal(e: &io::Error) -> Option<&'static str> {
+    match e.raw_os_error() {
+        Some(libc::ELOOP) => Some(THROUGH_LINK),
+        Some(libc::EXDEV) => Some(OTHER_FILE_SYSTEM),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree() -> (tempfile::TempDir, DropRoot) {
+        let top = tempfile::tempdir().unwrap();
+        let drop = top.path().join("drop");
+        std::fs::create_dir_all(drop.join("real")).unwrap();
+        std::fs::write(drop.join("real/f"), b"inside").unwrap();
+        std::fs::create_dir(top.path().join("outside")).unwrap();
+        std::fs::write(top.path().join("outside/secret"), b"outside").unwrap();
+        std::os::unix::fs::symlink(top.path().join("outside"), drop.join("link")).unwrap();
+        std::os::unix::fs::symlink(top.path().join("outside/secret"), drop.join("filelink"))
+            .unwrap();
+        (top, DropRoot::new(drop, false))
+    }
+
+    fn check_confinement(root: &DropRoot) {
+        let (mut f, meta) = root.open_file(Path::new("real/f")).unwrap();
+        let mut s = String::new();
+        io::Read::read_to_string(&mut f, &mut s).unwrap();
+        assert_eq!((s.as_str(), meta.size), ("inside", 6));
+        let through = root.open_file(Path::new("link/secret")).unwrap_err();
+        assert_eq!(refusal(&through), Some(THROUGH_LINK), "{through}");
+        assert_eq!(
+            root.probe(Path::new("link/secret")).unwrap(),
+            FileKind::Refused(THROUGH_LINK)
+        );
+        assert_eq!(
+            root.probe(Path::new("filelink")).unwrap(),
+            FileKind::Symlink
+        );
+        assert!(root.open_file(Path::new("filelink")).is_err());
+        assert_eq!(
+            root.probe(Path::new("real/none")).unwrap(),
+            FileKind::Missing
+        );
+        assert_eq!(root.probe(Path::new("real")).unwrap(), FileKind::Directory);
+        assert!(root.open_file(Path::new("../outside/secret")).is_err());
+    }
+
+    #[test]
+    fn nothing_outside_the_root_is_reachable_through_links() {
+        let (_top, root) = tree();
+        check_confinement(&root);
+    }
+
+    #[test]
+    fn the_component_walk_fallback_refuses_the_same_paths() {
+        let (_top, root) = tree();
+        let open = |rel: &str| {
+            let base =
+                rustix::fs::open(root.path(), OFlags::PATH | OFlags::DIRECTORY, Mode::empty())
+                    .unwrap();
+            walk_beneath(
+                base,
+                Path::new(rel),
+                OFlags::RDONLY | OFlags::NOFOLLOW,
+                false,
+            )
+        };
+        assert!(open("real/f").is_ok());
+        assert_eq!(
+            refusal(&open("link/secret").unwrap_err()),
+            Some(THROUGH_LINK)
+        );
+        assert!(open("filelink").is_err());
+        assert!(open("../outside/secret").is_err());
+        assert!(is_gone(&open("real/none").unwrap_err()));
+    }
+}

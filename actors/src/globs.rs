@@ -1,0 +1,54 @@
+//! Glob sets as the configuration uses them: a pattern matches the path relative to the drop
+//! folder or the bare file name, so `*.log` and `.git` work at any depth. Owns matching only; what
+//! a match means (ignore, treat as a log) is the caller's.
+
+use std::path::Path;
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+
+#[derive(Clone, Debug, Default)]
+pub struct PathGlobs {
+    set: GlobSet,
+    patterns: Vec<String>,
+}
+
+impl PathGlobs {
+    pub fn new(patterns: &[String]) -> Result<Self, globset::Error> {
+        let mut builder = GlobSetBuilder::new();
+        for p in patterns {
+            builder.add(Glob::new(p)?);
+        }
+        Ok(PathGlobs {
+            set: builder.build()?,
+            patterns: patterns.to_vec(),
+        })
+    }
+
+    pub fn is_match(&self, rel: &Path) -> bool {
+        self.first_match(rel).is_some()
+    }
+
+    /// The first pattern that matches `rel`, for saying why a path was treated as it was.
+    pub fn first_match(&self, rel: &Path) -> Option<&str> {
+        let by_path = self.set.matches(rel);
+        let hits = match rel.file_name() {
+            Some(name) if by_path.is_empty() => self.set.matches(name),
+            _ => by_path,
+        };
+        hits.first().map(|&i| self.patterns[i].as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_match_the_relative_path_or_the_bare_name() {
+        let globs = PathGlobs::new(&["*.log".into(), "cache/**".into()]).unwrap();
+        assert_eq!(globs.first_match(Path::new("a/b/app.log")), Some("*.log"));
+        assert_eq!(globs.first_match(Path::new("cache/x/y")), Some("cache/**"));
+        assert!(!globs.is_match(Path::new("a/app.log.gz")));
+        assert!(!PathGlobs::default().is_match(Path::new("x.log")));
+    }
+}
