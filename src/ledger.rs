@@ -92,14 +92,21 @@ impl SqliteLedger {
                 message: format!("cannot create the state directory: {e}"),
             })?;
         }
-        let conn = Connection::open(file).map_err(err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))
-            .map_err(err)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(err)?;
-        conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(err)?;
-        conn.execute_batch(SCHEMA).map_err(err)?;
+        // Switching a new file to WAL takes a lock that the busy timeout does not wait for, so a
+        // `status` racing the daemon's first start can be refused: try again for a few seconds.
+        let mut tries = 0;
+        let conn = loop {
+            match Self::connect(file) {
+                Err(e)
+                    if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
+                        && tries < 50 =>
+                {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                other => break other.map_err(err)?,
+            }
+        };
         // A damaged file may open fine and fail on some later query, mid-run; find out now.
         let verdict: String = conn
             .query_row("PRAGMA quick_check(1)", [], |r| r.get(0))
@@ -114,6 +121,15 @@ impl SqliteLedger {
             file: file.to_path_buf(),
             conn: Mutex::new(conn),
         })
+    }
+
+    fn connect(file: &Path) -> rusqlite::Result<Connection> {
+        let conn = Connection::open(file)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(conn)
     }
 
     fn error(&self, e: rusqlite::Error) -> LedgerError {

@@ -222,7 +222,7 @@ fn a_download_in_progress_is_never_published_under_its_temporary_name() {
         return;
     }
     let served = tempfile::tempdir().unwrap();
-    let body = version_bytes(3, 3 << 20);
+    let body = version_bytes(3, 4 << 20);
     std::fs::write(served.path().join("big.bin"), &body).unwrap();
     let port = common::servers::free_port();
     let mut http = Command::new("python3")
@@ -248,7 +248,7 @@ fn a_download_in_progress_is_never_published_under_its_temporary_name() {
     let temp = env.drop.join("big.bin.in-progress");
     let started = Instant::now();
     run(Command::new("curl")
-        .args(["-sf", "--limit-rate", "1M", "-o"])
+        .args(["-sf", "--limit-rate", "512K", "-o"])
         .arg(&temp)
         .arg(format!("http://127.0.0.1:{port}/big.bin")));
     let took = started.elapsed();
@@ -262,7 +262,7 @@ fn a_download_in_progress_is_never_published_under_its_temporary_name() {
     let _ = http.wait();
     let temp_published = env.uploads("big.bin.in-progress");
     println!(
-        "FIGURE curl --limit-rate 1M: {:.1} s download, temporary name published {temp_published} times, final published {} time(s)",
+        "FIGURE curl --limit-rate 512K: {:.1} s download, temporary name published {temp_published} times, final published {} time(s)",
         took.as_secs_f64(),
         env.uploads("big.bin")
     );
