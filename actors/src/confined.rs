@@ -13,6 +13,7 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -96,7 +97,50 @@ impl DropRoot {
         }
     }
 
+    /// Lists the directory `rel` (empty: the drop folder itself) through a descriptor reached
+    /// without links, so a directory swapped for a link is refused, never listed. Regular files
+    /// come with their metadata (`fstatat` on that descriptor, not following links).
+    pub fn list_dir(&self, rel: &Path) -> io::Result<Vec<Listed>> {
+        use rustix::fs::{AtFlags, FileType};
+        let dir_fd = self.resolve(rel, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW)?;
+        let mut entries = rustix::fs::Dir::read_from(&dir_fd)?;
+        let mut listed = Vec::new();
+        while let Some(entry) = entries.read() {
+            let entry = entry?;
+            let name = entry.file_name().to_bytes();
+            if name == b"." || name == b".." {
+                continue;
+            }
+            let kind = match entry.file_type() {
+                FileType::Directory => FileKind::Directory,
+                FileType::Symlink => FileKind::Symlink,
+                FileType::Fifo => FileKind::Special("FIFO"),
+                FileType::Socket => FileKind::Special("socket"),
+                FileType::BlockDevice | FileType::CharacterDevice => {
+                    FileKind::Special("device file")
+                }
+                // Regular files need their metadata; so does a file system without d_type.
+                _ => match rustix::fs::statat(&dir_fd, name, AtFlags::SYMLINK_NOFOLLOW) {
+                    Ok(st) => kind_of_stat(&st),
+                    Err(rustix::io::Errno::NOENT) => continue, // removed meanwhile
+                    Err(e) => return Err(e.into()),
+                },
+            };
+            listed.push(Listed {
+                name: std::ffi::OsStr::from_bytes(name).to_owned(),
+                kind,
+            });
+        }
+        Ok(listed)
+    }
+
     fn resolve(&self, rel: &Path, flags: OFlags) -> io::Result<OwnedFd> {
+        // The root itself, for listing it: "." resolves beneath trivially.
+        let rel = if rel.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            rel
+        };
         let root = rustix::fs::open(
             &self.path,
             OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -130,6 +174,31 @@ impl DropRoot {
             }
         }
         walk_beneath(root, rel, flags, self.one_file_system)
+    }
+}
+
+/// One entry of [`DropRoot::list_dir`].
+#[derive(Debug)]
+pub struct Listed {
+    pub name: std::ffi::OsString,
+    pub kind: FileKind,
+}
+
+fn kind_of_stat(st: &rustix::fs::Stat) -> FileKind {
+    use rustix::fs::FileType;
+    match FileType::from_raw_mode(st.st_mode) {
+        FileType::RegularFile => FileKind::Regular(FileMeta {
+            size: st.st_size as u64,
+            mtime_ns: st.st_mtime as i64 * 1_000_000_000 + st.st_mtime_nsec as i64,
+            ctime_ns: st.st_ctime as i64 * 1_000_000_000 + st.st_ctime_nsec as i64,
+            inode: st.st_ino as u64,
+        }),
+        FileType::Directory => FileKind::Directory,
+        FileType::Symlink => FileKind::Symlink,
+        FileType::Fifo => FileKind::Special("FIFO"),
+        FileType::Socket => FileKind::Special("socket"),
+        FileType::BlockDevice | FileType::CharacterDevice => FileKind::Special("device file"),
+        FileType::Unknown => FileKind::Special("special file"),
     }
 }
 
@@ -235,6 +304,29 @@ mod tests {
     fn nothing_outside_the_root_is_reachable_through_links() {
         let (_top, root) = tree();
         check_confinement(&root);
+    }
+
+    #[test]
+    fn listing_never_goes_through_a_link_and_matches_what_probe_says() {
+        let (_top, root) = tree();
+        let mut names: Vec<_> = root
+            .list_dir(Path::new(""))
+            .unwrap()
+            .into_iter()
+            .map(|l| (l.name.into_string().unwrap(), l.kind))
+            .collect();
+        names.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(names[0], ("filelink".to_string(), FileKind::Symlink));
+        assert_eq!(names[1], ("link".to_string(), FileKind::Symlink));
+        assert_eq!(names[2], ("real".to_string(), FileKind::Directory));
+        let inside = root.list_dir(Path::new("real")).unwrap();
+        assert_eq!(inside.len(), 1);
+        assert_eq!(inside[0].kind, root.probe(Path::new("real/f")).unwrap());
+        // The link itself is not a directory; a directory behind it is refused as through a link.
+        assert!(root.list_dir(Path::new("link")).is_err());
+        std::fs::create_dir(root.path().join("link/sub")).unwrap();
+        let through = root.list_dir(Path::new("link/sub")).unwrap_err();
+        assert_eq!(refusal(&through), Some(THROUGH_LINK), "{through}");
     }
 
     #[test]
