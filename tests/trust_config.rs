@@ -114,3 +114,113 @@ fn overlapping_drop_folder_remote_and_state_are_refused_naming_both_keys() {
         cases.len()
     );
 }
+
+#[test]
+fn a_syntax_error_on_a_secret_line_names_the_key_and_line_but_never_the_value() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let env = Env::new();
+    let webdav = "[remote]\nkind = \"webdav\"\nurl = \"http://127.0.0.1:9/\"\nusername = \"u\"\n";
+    let s3 = "[remote]\nkind = \"s3\"\nendpoint = \"http://127.0.0.1:9\"\nbucket = \"b\"\n";
+    let cases: &[(&str, &str, &str)] = &[
+        (webdav, "password = \"hunter2-secret\n", "password"),
+        (
+            s3,
+            "secret_access_key = \"hunter2-secret\n",
+            "secret_access_key",
+        ),
+        (
+            s3,
+            "access_key_id = \"hunter2-secret\nsecret_access_key = \"x1\"\n",
+            "access_key_id",
+        ),
+        // Unterminated multi-line string: the error is reported past the last line.
+        (webdav, "password = \"\"\"\nhunter2-secret\n", "password"),
+    ];
+    // Lines 1-4 are the [remote] header and three keys; the multi-line error is past the end.
+    let expected_line = |secret_line: &str| {
+        if secret_line.contains("\"\"\"") {
+            "line 7"
+        } else {
+            "line 5"
+        }
+    };
+    let mut refusals = 0;
+    for (remote, secret_line, key) in cases {
+        configure(&env, &format!("{remote}{secret_line}"));
+        std::fs::set_permissions(&env.config, std::fs::Permissions::from_mode(0o600)).unwrap();
+        for args in [&["check"][..], &["run", "--once"][..]] {
+            let out = env.command(args).output().unwrap();
+            let text = format!("{}{}", stderr(&out), String::from_utf8_lossy(&out.stdout));
+            assert_eq!(out.status.code(), Some(2), "{key}: {args:?}: {text}");
+            assert!(
+                text.contains(&format!("remote.{key}")),
+                "{key} not named: {text}"
+            );
+            let line = expected_line(secret_line);
+            assert!(text.contains(line), "{line} not named: {text}");
+            assert!(!text.contains("hunter2"), "the secret was echoed: {text}");
+            refusals += 1;
+        }
+    }
+    // A secret given in the environment is scrubbed from errors too.
+    configure(
+        &env,
+        &format!("{webdav}password = \"from-the-file\"\n[upload]\nslots = \"many\"\n"),
+    );
+    let out = env
+        .command(&["check"])
+        .env("DROPSLOT_REMOTE__PASSWORD", "hunter2-env")
+        .env("DROPSLOT_REMOTE__URL", "http://hunter2-env@127.0.0.1:9/")
+        .output()
+        .unwrap();
+    let text = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(
+        !text.contains("hunter2") && !text.contains("from-the-file"),
+        "{text}"
+    );
+    eprintln!(
+        "FIGURE secrets: {refusals} syntax errors on secret lines (3 keys, one multi-line) refused with exit 2 naming key and line; secret bytes in the output: 0"
+    );
+}
+
+#[test]
+fn a_config_file_other_users_can_read_draws_one_warning_when_it_holds_a_secret() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let env = Env::new();
+    let base = std::fs::read_to_string(&env.config).unwrap();
+    let warnings = |mode: u32, extra: &str| {
+        configure(
+            &env,
+            &base.replacen("[remote]\n", &format!("[remote]\n{extra}"), 1),
+        );
+        std::fs::set_permissions(&env.config, std::fs::Permissions::from_mode(mode)).unwrap();
+        let out = env.command(&["status"]).output().unwrap();
+        let text = stderr(&out);
+        assert!(out.status.success(), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
+        text.lines()
+            .filter(|l| l.contains("chmod 600"))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let secret = "password = \"hunter2-secret\"\n";
+    let warned = warnings(0o644, secret);
+    assert_eq!(warned.len(), 1, "{warned:?}");
+    let config = env.config.display().to_string();
+    assert!(
+        warned[0].contains(&format!("chmod 600 {config}")) && warned[0].contains("remote.password"),
+        "{warned:?}"
+    );
+    assert!(warnings(0o600, secret).is_empty());
+    assert!(
+        warnings(0o640, secret).is_empty(),
+        "group-readable is the operator's choice"
+    );
+    assert!(warnings(0o644, "").is_empty(), "no secret, no warning");
+    assert!(warnings(0o644, "# password = \"in a comment\"\n").is_empty());
+    eprintln!(
+        "FIGURE readable config: warnings for a 0644 file holding a secret: {}; for 0600, 0640 and a 0644 file without secret: 0",
+        warned.len()
+    );
+}

@@ -91,10 +91,12 @@ impl ConfigText {
             // secret is enough.
             Err(_) => {
                 let lines = LineMap::new(&self.text);
-                for (i, secret) in lines.secret.iter().enumerate() {
-                    if *secret && lines.keys[i].is_some() {
-                        self.secret_keys
-                            .push(lines.keys[i].clone().unwrap_or_default());
+                for (secret, key) in lines.secret.iter().zip(&lines.keys) {
+                    match key {
+                        Some(key) if *secret && !self.secret_keys.contains(key) => {
+                            self.secret_keys.push(key.clone())
+                        }
+                        _ => {}
                     }
                 }
             }
@@ -210,6 +212,9 @@ struct LineMap<'a> {
     lines: Vec<&'a str>,
     keys: Vec<Option<String>>,
     secret: Vec<bool>,
+    /// The key of a multi-line string still open at the end: an error there is reported past
+    /// the last line.
+    open_at_end: Option<String>,
 }
 
 impl<'a> LineMap<'a> {
@@ -271,11 +276,15 @@ impl<'a> LineMap<'a> {
             lines,
             keys,
             secret,
+            open_at_end: open.and_then(|(_, key, _)| key),
         }
     }
 
     fn key_at(&self, line: usize) -> Option<String> {
-        self.keys.get(line.checked_sub(1)?).cloned().flatten()
+        match self.keys.get(line.checked_sub(1)?) {
+            Some(key) => key.clone(),
+            None => self.open_at_end.clone(),
+        }
     }
 
     /// The line as an error may show it: a secret's value redacted, a long line cut.
@@ -396,6 +405,10 @@ mod tests {
     fn a_syntax_error_inside_a_multi_line_secret_hides_every_line_of_it() {
         let err =
             preflight("[remote]\npassword = \"\"\"\nhunter2\\q-secret\n\"\"\"\n").unwrap_err();
+        assert!(!err.message.contains("hunter2"), "{}", err.message);
+        assert_eq!(err.key.as_deref(), Some("remote.password"));
+        // Unterminated: the error is past the last line.
+        let err = preflight("[remote]\npassword = \"\"\"\nhunter2-secret\n").unwrap_err();
         assert!(!err.message.contains("hunter2"), "{}", err.message);
         assert_eq!(err.key.as_deref(), Some("remote.password"));
     }
