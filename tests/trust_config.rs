@@ -224,3 +224,119 @@ fn a_config_file_other_users_can_read_draws_one_warning_when_it_holds_a_secret()
         warned.len()
     );
 }
+
+#[test]
+fn sizes_and_numbers_out_of_range_are_refused_naming_the_key() {
+    let env = Env::new();
+    let base = std::fs::read_to_string(&env.config).unwrap();
+    let s3 = "[remote]\nkind = \"s3\"\nendpoint = \"http://127.0.0.1:9\"\nbucket = \"b\"\n";
+    let cases: &[(&str, String, &str)] = &[
+        (
+            "4EiB threshold (overflowed the staging budget; run --once hung)",
+            format!("{s3}multipart_threshold = \"4EiB\"\n"),
+            "remote.multipart_threshold",
+        ),
+        (
+            "part above S3's 5GiB",
+            format!("{s3}part_size = \"6GiB\"\nmultipart_threshold = \"8GiB\"\n"),
+            "remote.part_size",
+        ),
+        (
+            "integer beyond 64 bits",
+            base.replace("[upload]\n", "[upload]\nslots = 99999999999999999999\n"),
+            "upload.slots",
+        ),
+        (
+            "negative count",
+            base.replace("[upload]\n", "[upload]\nmax_attempts = -1\n"),
+            "upload.max_attempts",
+        ),
+    ];
+    for (case, toml, key) in cases {
+        configure(&env, toml);
+        assert_refused(&env, case, &[key]);
+    }
+    // The same through the environment.
+    configure(&env, &base);
+    for (var, value, key) in [
+        ("DROPSLOT_UPLOAD__MAX_ATTEMPTS", "-1", "upload.max_attempts"),
+        (
+            "DROPSLOT_UPLOAD__SLOTS",
+            "99999999999999999999",
+            "upload.slots",
+        ),
+    ] {
+        let out = env.command(&["check"]).env(var, value).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{var}: {}", stderr(&out));
+        assert!(stderr(&out).contains(key), "{var}: {}", stderr(&out));
+    }
+    eprintln!(
+        "FIGURE ranges: {} out-of-range settings in the file and 2 in the environment refused with exit 2 naming the key",
+        cases.len()
+    );
+}
+
+#[test]
+fn a_huge_value_is_echoed_once_and_cut_short() {
+    let env = Env::new();
+    let huge = "Z".repeat(10 << 20);
+    let layout = |watch: &str, state: &str, extra: &str| {
+        format!("[watch]\npath = \"{watch}\"\n[remote]\npath = \"out\"\n[state]\ndir = \"{state}\"\n{extra}")
+    };
+    let mut longest = 0;
+    for (key, toml) in [
+        ("watch.path", layout(&huge, "st", "")),
+        ("state.dir", layout("drop", &format!("a/{huge}"), "")),
+        (
+            "debounce.quiet",
+            layout("drop", "st", &format!("[debounce]\nquiet = \"{huge}\"\n")),
+        ),
+    ] {
+        configure(&env, &toml);
+        for args in [&["check"][..], &["run", "--once"][..]] {
+            let out = env.command(args).output().unwrap();
+            let text = stderr(&out);
+            let head = &text[..text.len().min(2000)];
+            assert_eq!(out.status.code(), Some(2), "{key}: {head}");
+            assert!(text.contains(key), "{key}: {head}");
+            assert!(text.len() < 2000, "{key}: {} bytes of error", text.len());
+            assert!(text.matches('Z').count() <= 200, "{key}: {text}");
+            assert_eq!(
+                text.matches(&format!("… ({} bytes)", 10 << 20)).count()
+                    + text
+                        .matches(&format!("… ({} bytes)", (10 << 20) + 2))
+                        .count(),
+                1,
+                "{key}: not echoed exactly once: {text}"
+            );
+            longest = longest.max(text.len());
+        }
+    }
+    eprintln!(
+        "FIGURE huge value: a 10 MiB value in watch.path, state.dir and debounce.quiet refused with exit 2 by key, echoed once, longest error {longest} bytes"
+    );
+}
+
+#[test]
+fn check_on_a_drop_folder_that_is_a_file_fails_naming_watch_path() {
+    let env = Env::new();
+    std::fs::remove_dir(&env.drop).unwrap();
+    std::fs::write(&env.drop, b"not a directory").unwrap();
+    for args in [&["check"][..], &["run", "--once"][..]] {
+        let out = env.command(args).output().unwrap();
+        let text = format!("{}{}", stderr(&out), String::from_utf8_lossy(&out.stdout));
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {text}");
+        assert!(
+            text.contains("watch.path") && text.contains("is a file, not a directory"),
+            "{args:?}: {text}"
+        );
+        assert!(!text.contains("does not exist"), "{text}");
+    }
+    // A drop folder that does not exist yet is still fine: the daemon waits for it.
+    std::fs::remove_file(&env.drop).unwrap();
+    let out = env.command(&["check"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("does not exist yet"), "{stdout}");
+    eprintln!("FIGURE drop folder is a file: check and run --once exit 2 naming watch.path; missing folder: check exit 0");
+}
