@@ -407,6 +407,9 @@ impl Settings {
         }
 
         use paths::{Forms, Relation};
+        let within = |a: &Forms, b: &Forms| {
+            matches!(a.relation_to(b), Some(Relation::Same | Relation::Inside))
+        };
         let watch = Forms::of(&self.watch.path);
         let state = Forms::of(&self.state.dir);
         let snapshots = Forms::of(&self.snapshot_dir());
@@ -415,32 +418,46 @@ impl Settings {
         if local {
             let remote = Forms::of(&self.remote.path);
             let r = remote.describe(&self.remote.path);
-            match remote.relation_to(&watch) {
-                Some(Relation::Same) => return Err(("remote.path", format!(
-                    "remote.path ({r}) is the same directory as watch.path ({w}): published files would be published again, endlessly; use two separate directories"))),
-                Some(Relation::Inside) => return Err(("remote.path", format!(
-                    "remote.path ({r}) is inside watch.path ({w}): published files would be published again, endlessly; put the target outside the drop folder"))),
-                Some(Relation::Contains) => return Err(("remote.path", format!(
-                    "remote.path ({r}) contains watch.path ({w}): publishing would overwrite the drop folder's own files; put the drop folder outside the target"))),
-                None => {}
+            let (relation, consequence) = match remote.relation_to(&watch) {
+                Some(Relation::Same) => (
+                    "is the same directory as",
+                    "published files would be published again, endlessly; use two separate directories",
+                ),
+                Some(Relation::Inside) => (
+                    "is inside",
+                    "published files would be published again, endlessly; put the target outside the drop folder",
+                ),
+                Some(Relation::Contains) => (
+                    "contains",
+                    "publishing would overwrite the drop folder's own files; put the drop folder outside the target",
+                ),
+                None => ("", ""),
+            };
+            if !relation.is_empty() {
+                let message =
+                    format!("remote.path ({r}) {relation} watch.path ({w}): {consequence}");
+                return Err(("remote.path", message));
             }
-            match state.relation_to(&remote) {
-                Some(Relation::Same | Relation::Inside) => return Err(("state.dir", format!(
-                    "state.dir ({s}) is inside remote.path ({r}): readers of the remote would see the ledger and unfinished snapshot copies; put the state directory outside the target"))),
-                _ => {}
+            if within(&state, &remote) {
+                return Err(("state.dir", format!(
+                    "state.dir ({s}) is inside remote.path ({r}): readers of the remote would see the ledger and unfinished snapshot copies; put the state directory outside the target"
+                )));
             }
-            if let Some(Relation::Same | Relation::Inside) = remote.relation_to(&snapshots) {
+            if within(&remote, &snapshots) {
                 return Err(("remote.path", format!(
-                    "remote.path ({r}) is inside the snapshot area of state.dir ({s}/snapshots), which dropslot empties at every start; use another directory")));
+                    "remote.path ({r}) is inside the snapshot area of state.dir ({s}/snapshots), which dropslot empties at every start; use another directory"
+                )));
             }
         }
-        if let Some(Relation::Same | Relation::Inside) = state.relation_to(&watch) {
+        if within(&state, &watch) {
             return Err(("state.dir", format!(
-                "state.dir ({s}) is inside watch.path ({w}): the ledger and snapshot copies would be published as they change, and the drop folder would never be idle; put the state directory outside the drop folder")));
+                "state.dir ({s}) is inside watch.path ({w}): the ledger and snapshot copies would be published as they change, and the drop folder would never be idle; put the state directory outside the drop folder"
+            )));
         }
-        if let Some(Relation::Same | Relation::Inside) = watch.relation_to(&snapshots) {
+        if within(&watch, &snapshots) {
             return Err(("state.dir", format!(
-                "watch.path ({w}) is inside the snapshot area of state.dir ({s}/snapshots), which dropslot empties at every start; use another directory")));
+                "watch.path ({w}) is inside the snapshot area of state.dir ({s}/snapshots), which dropslot empties at every start; use another directory"
+            )));
         }
         Ok(())
     }
@@ -639,6 +656,49 @@ mod tests {
         )
         .unwrap();
         assert!(!format!("{:?}", loaded.settings).contains("s3cr3t-value"));
+    }
+
+    #[test]
+    fn default_ignore_list_covers_producers_temporary_names_only() {
+        let rules = load_str("").unwrap().settings.ignore_rules().unwrap();
+        for temp in [
+            "dl/film.mkv.part",
+            "x.partial",
+            "up/report.pdf.filepart",
+            "a.zip.crdownload",
+            "a.zip.download",
+            "d/.~tmp~",
+            "~WRL0001.tmp",
+            "~$budget.xlsx",
+            ".~lock.budget.ods#",
+            ".goutputstream-X1Y2Z3",
+            "notes.txt.kate-swp",
+            ".notes.txt.swp",
+            ".notes.txt.swx",
+            ".#notes.txt",
+            "notes.txt~",
+            "~",
+            "d/.notes.txt.Qw3rTy",
+        ] {
+            assert!(rules.is_ignored(Path::new(temp)), "{temp} is published");
+        }
+        for kept in [
+            "report.pdf",
+            ".bashrc",
+            ".bashrc.backup",
+            "partial.txt",
+            "download.html",
+            "tmp/file.txt",
+            "a~b.txt",
+            "lock.ods",
+            ".gitignore",
+            "$money.txt",
+        ] {
+            assert!(!rules.is_ignored(Path::new(kept)), "{kept} is ignored");
+        }
+        let off = load_str("[watch]\nignore_rsync_temp = false\n").unwrap();
+        let rules = off.settings.ignore_rules().unwrap();
+        assert!(!rules.is_ignored(Path::new("d/.notes.txt.Qw3rTy")));
     }
 
     #[test]

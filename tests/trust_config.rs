@@ -340,3 +340,178 @@ fn check_on_a_drop_folder_that_is_a_file_fails_naming_watch_path() {
     assert!(stdout.contains("does not exist yet"), "{stdout}");
     eprintln!("FIGURE drop folder is a file: check and run --once exit 2 naming watch.path; missing folder: check exit 0");
 }
+
+/// The JSON log lines that report an ignore rule's first skip.
+fn ignore_reports(log: &str) -> Vec<serde_json::Value> {
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| {
+            v["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("said once per rule"))
+        })
+        .collect()
+}
+
+#[test]
+fn each_ignore_rule_says_once_what_it_skipped_a_file_named_tilde_included() {
+    let env = Env::new();
+    for rel in [
+        "~",
+        "x~",
+        "d/y~",
+        "a.part",
+        "d/b.part",
+        "ok.txt",
+        "d/ok2.txt",
+    ] {
+        env.write(rel, rel.as_bytes());
+    }
+    let out = env.run_once();
+    let log = stderr(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(has_content(&env.target.join("ok.txt"), b"ok.txt"));
+    assert!(has_content(&env.target.join("d/ok2.txt"), b"d/ok2.txt"));
+    assert_eq!(
+        files_under(&env.target),
+        [Path::new("d/ok2.txt"), Path::new("ok.txt")]
+    );
+    let reports = ignore_reports(&log);
+    let for_rule = |rule: &str| {
+        reports
+            .iter()
+            .filter(|r| r["rule"].as_str().is_some_and(|s| s.contains(rule)))
+            .collect::<Vec<_>>()
+    };
+    let tilde = for_rule("\"*~\"");
+    assert_eq!(tilde.len(), 1, "{reports:?}");
+    assert!(
+        ["~", "x~", "d/y~"].contains(&tilde[0]["path"].as_str().unwrap()),
+        "{tilde:?}"
+    );
+    assert_eq!(for_rule("\"*.part\"").len(), 1, "{reports:?}");
+    assert_eq!(reports.len(), 2, "{reports:?}");
+
+    // A drop folder holding only `~`: that file is named.
+    let env = Env::new();
+    env.write("~", b"tilde");
+    let out = env.run_once();
+    let reports = ignore_reports(&stderr(&out));
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    assert_eq!(reports[0]["path"], "~");
+    assert_eq!(reports[0]["level"], "INFO");
+    eprintln!(
+        "FIGURE ignore reports: 5 ignored files under 2 patterns gave {} INFO lines (one per pattern); a lone `~` is named",
+        2
+    );
+}
+
+/// Every name in the ledger and on the remote is one of `expected`: no temporary name.
+fn assert_only(env: &Env, expected: &[String]) {
+    use dropslot_actors::ledger::Ledger as _;
+    let mut recorded = Vec::new();
+    env.ledger()
+        .for_each_path(&mut |p| recorded.push(p.display().to_string()))
+        .unwrap();
+    recorded.sort();
+    let mut on_remote: Vec<String> = files_under(&env.target)
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    on_remote.sort();
+    assert_eq!(recorded, expected, "ledger");
+    assert_eq!(on_remote, expected, "remote");
+}
+
+#[test]
+fn rsync_temporary_files_never_reach_the_ledger_or_the_remote() {
+    use dropslot_actors::watcher::is_rsync_temp_name;
+    let mut env = Env::new();
+    // A temporary file still growing after max_wait was snapshotted and published under its
+    // temporary name (finding B): rsync at 100 kB/s pauses between writes for longer than the
+    // quiet window, and a 1 MiB file takes ten times max_wait. With the rule off
+    // (watch.ignore_rsync_temp = false) this test records `big/.file-0.bin.XXXXXX`.
+    env.set("stability.max_wait", "1s");
+    let src = env.dir.path().join("src");
+    let big = "big/file-0.bin";
+    std::fs::create_dir_all(src.join("big")).unwrap();
+    write_large_file(&src.join(big), 1);
+    let mut expected = vec![big.to_string()];
+    for i in 0..20 {
+        let rel = format!("small/{}/f{i}.txt", i % 4);
+        std::fs::create_dir_all(src.join(&rel).parent().unwrap()).unwrap();
+        std::fs::write(src.join(&rel), format!("small file {i}\n").repeat(100)).unwrap();
+        expected.push(rel);
+    }
+    expected.sort();
+
+    let daemon = env.spawn();
+    wait_until("start-up scan", Some(&daemon), || {
+        daemon.log_text().contains("scan finished")
+    });
+    // Runs rsync, watching the drop folder for its temporary names meanwhile.
+    let rsync = |extra: &[&str]| {
+        let mut child = std::process::Command::new("rsync")
+            .args(["-a", "--bwlimit=100"])
+            .args(extra)
+            .arg(format!("{}/", src.display()))
+            .arg(format!("{}/", env.drop.display()))
+            .spawn()
+            .expect("rsync is installed (scripts/test-servers.sh)");
+        let mut seen = std::collections::BTreeSet::new();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            for rel in files_under(&env.drop) {
+                if rel.file_name().is_some_and(is_rsync_temp_name) {
+                    seen.insert(rel);
+                }
+            }
+            // Sampling interval of the observation, not a wait for an outcome.
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        assert!(status.success(), "rsync failed");
+        seen
+    };
+    let all_published = || {
+        expected.iter().all(|rel| {
+            let want = std::fs::read(src.join(rel)).unwrap();
+            env.ledger()
+                .lookup(Path::new(rel))
+                .ok()
+                .flatten()
+                .is_some_and(|e| e.sha256 == Some(sha256(&want)))
+                && has_content(&env.target.join(rel), &want)
+        })
+    };
+    use dropslot_actors::ledger::Ledger as _;
+    let seen = rsync(&[]);
+    assert!(!seen.is_empty(), "rsync's temporary files were never seen");
+    wait_until("the tree published", Some(&daemon), all_published);
+    assert_only(&env, &expected);
+
+    // Rewritten in place, slowly: rsync writes no temporary file, the final names get the new
+    // content.
+    let mut bytes = std::fs::read(src.join(big)).unwrap();
+    bytes.iter_mut().for_each(|b| *b = b.wrapping_add(1));
+    std::fs::write(src.join(big), bytes).unwrap();
+    let seen_inplace = rsync(&["--inplace", "-I"]);
+    assert!(seen_inplace.is_empty(), "{seen_inplace:?}");
+    wait_until("the rewritten file published", Some(&daemon), all_published);
+    assert_only(&env, &expected);
+
+    let log = daemon.log_text();
+    let reports = ignore_reports(&log);
+    let rsync_reports: Vec<_> = reports
+        .iter()
+        .filter(|r| r["rule"].as_str().is_some_and(|s| s.contains("rsync")))
+        .collect();
+    assert_eq!(rsync_reports.len(), 1, "{reports:?}");
+    daemon.stop_cleanly();
+    eprintln!(
+        "FIGURE rsync: {} temporary names seen in the drop folder during rsync -a (--bwlimit=100, max_wait 1s), 0 of them in the ledger or on the remote; {} files published by their own names; --inplace rewrite of 1 MiB: 0 temporary names, final content published",
+        seen.len(),
+        expected.len()
+    );
+}
