@@ -209,7 +209,7 @@ pub struct MetricsConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("config file {0} does not exist")]
+    #[error("config file {} does not exist", source::shown(&.0.display().to_string()))]
     Missing(PathBuf),
     #[error("cannot read the configuration ({source_name}): {message}")]
     Unreadable {
@@ -235,10 +235,13 @@ pub struct Loaded {
 /// else none (the embedded default alone).
 pub fn locate(explicit: Option<&Path>) -> Result<Option<PathBuf>, ConfigError> {
     if let Some(path) = explicit {
-        return if path.is_file() {
-            Ok(Some(path.to_path_buf()))
-        } else {
-            Err(ConfigError::Missing(path.to_path_buf()))
+        return match std::fs::metadata(path) {
+            Ok(meta) if meta.is_file() => Ok(Some(path.to_path_buf())),
+            Ok(_) => Err(ConfigError::Unreadable {
+                source_name: source::shown(&path.display().to_string()),
+                message: "--config names a directory or special file, not a file".into(),
+            }),
+            Err(_) => Err(ConfigError::Missing(path.to_path_buf())),
         };
     }
     Ok(["dropslot.toml", "config/dropslot.toml"]
@@ -254,6 +257,7 @@ pub fn load(explicit: Option<&Path>) -> Result<Loaded, ConfigError> {
         None => "built-in default and DROPSLOT_* environment".to_string(),
     };
     let mut scrubber = source::Scrubber::from_env();
+    let mut file_secrets = Vec::new();
     let mut builder = config::Config::builder().add_source(config::File::from_str(
         DEFAULT_CONFIG,
         config::FileFormat::Toml,
@@ -267,6 +271,7 @@ pub fn load(explicit: Option<&Path>) -> Result<Loaded, ConfigError> {
             ),
         })?;
         scrubber.add(&text.secret_values);
+        file_secrets.clone_from(&text.secret_keys);
         if text.readable_by_others && !text.secret_keys.is_empty() {
             tracing::warn!(
                 file = %f.display(),
@@ -322,6 +327,30 @@ pub fn load(explicit: Option<&Path>) -> Result<Loaded, ConfigError> {
             key: key.to_string(),
             message: scrubber.clean(&message),
         })?;
+    if let Some(f) = file.as_ref().filter(|_| !file_secrets.is_empty()) {
+        if settings.is_in_drop_folder(f) {
+            return Err(ConfigError::Invalid {
+                source_name,
+                key: "watch.path".into(),
+                message: scrubber.clean(&format!(
+                    "the configuration file {} holds a secret ({}) and is inside watch.path ({}): it would be published; move it out of the drop folder",
+                    f.display(),
+                    file_secrets.join(", "),
+                    settings.watch.path.display()
+                )),
+            });
+        }
+    }
+    for (key, f) in settings.secret_files() {
+        if source::readable_by_others(f) {
+            tracing::warn!(
+                file = %f.display(),
+                "{key} {} holds a secret and every user of this machine can read it; fix: chmod 600 {}",
+                f.display(),
+                f.display()
+            );
+        }
+    }
     Ok(Loaded {
         settings,
         source_name,
@@ -407,9 +436,7 @@ impl Settings {
         }
 
         use paths::{Forms, Relation};
-        let within = |a: &Forms, b: &Forms| {
-            matches!(a.relation_to(b), Some(Relation::Same | Relation::Inside))
-        };
+        let within = |a: &Forms, b: &Forms| a.is_within(b);
         let watch = Forms::of(&self.watch.path);
         let state = Forms::of(&self.state.dir);
         let snapshots = Forms::of(&self.snapshot_dir());
@@ -453,6 +480,14 @@ impl Settings {
             return Err(("state.dir", format!(
                 "state.dir ({s}) is inside watch.path ({w}): the ledger and snapshot copies would be published as they change, and the drop folder would never be idle; put the state directory outside the drop folder"
             )));
+        }
+        for (key, file) in self.secret_files() {
+            if within(&Forms::of(file), &watch) {
+                return Err((key, format!(
+                    "{key} ({}) is inside watch.path ({w}): the secret in it would be published; keep it outside the drop folder",
+                    source::shown(&file.display().to_string())
+                )));
+            }
         }
         if within(&watch, &snapshots) {
             return Err(("state.dir", format!(
@@ -546,6 +581,22 @@ impl Settings {
                 Ok(())
             }
         }
+    }
+
+    /// Files named by the configuration that hold credentials.
+    fn secret_files(&self) -> Vec<(&'static str, &Path)> {
+        [
+            ("remote.credentials_file", &self.remote.credentials_file),
+            ("remote.dircap_file", &self.remote.dircap_file),
+        ]
+        .into_iter()
+        .filter_map(|(key, f)| Some((key, f.as_deref()?)))
+        .collect()
+    }
+
+    /// `file` is the drop folder or below it, as the overlap checks see paths.
+    fn is_in_drop_folder(&self, file: &Path) -> bool {
+        paths::Forms::of(file).is_within(&paths::Forms::of(&self.watch.path))
     }
 
     pub fn ignore_rules(&self) -> Result<dropslot_actors::watcher::IgnoreRules, globset::Error> {

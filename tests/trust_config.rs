@@ -515,3 +515,76 @@ fn rsync_temporary_files_never_reach_the_ledger_or_the_remote() {
         expected.len()
     );
 }
+
+#[test]
+fn files_holding_secrets_are_never_inside_the_drop_folder_and_warned_about_when_readable() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let env = Env::new();
+    let dir = env.dir.path();
+    let base = std::fs::read_to_string(&env.config).unwrap();
+
+    // The configuration file itself, holding a password, inside the drop folder.
+    let inside = env.drop.join("dropslot.toml");
+    std::fs::write(
+        &inside,
+        base.replacen("[remote]\n", "[remote]\npassword = \"hunter2-secret\"\n", 1),
+    )
+    .unwrap();
+    std::fs::set_permissions(&inside, std::fs::Permissions::from_mode(0o600)).unwrap();
+    for args in [&["check"][..], &["run", "--once"][..]] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_dropslot"))
+            .args(args)
+            .arg("--config")
+            .arg(&inside)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        let text = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {text}");
+        assert!(
+            text.contains("watch.path") && text.contains("remote.password"),
+            "{text}"
+        );
+        assert!(!text.contains("hunter2"), "{text}");
+    }
+    assert!(!env.target.exists(), "something was published");
+
+    // A Tahoe write-cap file inside the drop folder, then outside it but readable by all.
+    let tahoe = |dircap: &Path| {
+        base.replacen(
+            "[remote]\n",
+            &format!(
+                "[remote]\nkind = \"tahoe\"\ngateway = \"http://127.0.0.1:9\"\ndircap_file = {dircap:?}\n"
+            ),
+            1,
+        )
+    };
+    let cap_inside = env.drop.join("cap");
+    std::fs::write(&cap_inside, "URI:DIR2:hunter2secret:x").unwrap();
+    configure(&env, &tahoe(&cap_inside));
+    assert_refused(
+        &env,
+        "dircap inside the drop folder",
+        &["remote.dircap_file", "watch.path"],
+    );
+
+    let cap = dir.join("cap");
+    std::fs::write(&cap, "URI:DIR2:hunter2secret:x").unwrap();
+    std::fs::set_permissions(&cap, std::fs::Permissions::from_mode(0o644)).unwrap();
+    configure(&env, &tahoe(&cap));
+    let out = env.command(&["status"]).output().unwrap();
+    let text = stderr(&out);
+    assert!(out.status.success(), "{text}");
+    let warned: Vec<&str> = text.lines().filter(|l| l.contains("chmod 600")).collect();
+    assert_eq!(warned.len(), 1, "{text}");
+    assert!(
+        warned[0].contains(&format!("chmod 600 {}", cap.display())),
+        "{text}"
+    );
+    std::fs::set_permissions(&cap, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = env.command(&["status"]).output().unwrap();
+    assert!(!stderr(&out).contains("chmod 600"), "{}", stderr(&out));
+    eprintln!(
+        "FIGURE secret files: a config file with a password and a dircap file inside the drop folder refused with exit 2 (0 files published); a 0644 dircap file: 1 warning, at 0600: 0"
+    );
+}

@@ -33,6 +33,14 @@ impl Forms {
         relation(&self.lexical, &other.lexical).or_else(|| relation(&self.real, &other.real))
     }
 
+    /// `self` is `other` or below it.
+    pub fn is_within(&self, other: &Forms) -> bool {
+        matches!(
+            self.relation_to(other),
+            Some(Relation::Same | Relation::Inside)
+        )
+    }
+
     /// The path for a message: as written, plus where it really is if links make a difference.
     pub fn describe(&self, configured: &Path) -> String {
         let written = shown(&configured.display().to_string());

@@ -30,6 +30,12 @@ pub fn shown(value: &str) -> String {
     format!("{}… ({} bytes)", &value[..end], value.len())
 }
 
+/// Other users (not owner, not group) may read `file` (mode & 0o004).
+pub fn readable_by_others(file: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(file).is_ok_and(|m| m.permissions().mode() & 0o004 != 0)
+}
+
 /// The user's file, read once (what was checked is what `config` parses).
 pub struct ConfigText {
     pub text: String,
