@@ -281,17 +281,19 @@ pub fn load(explicit: Option<&Path>) -> Result<Loaded, ConfigError> {
                 f.display()
             );
         }
-        text.preflight(f).map_err(|e| match e.key {
-            Some(key) => ConfigError::Invalid {
-                source_name: source_name.clone(),
-                key: scrubber.clean(&key),
-                message: scrubber.clean(&e.message),
-            },
-            None => ConfigError::Unreadable {
-                source_name: source_name.clone(),
-                message: scrubber.clean(&e.message),
-            },
-        })?;
+        if let Some(problem) = &text.problem {
+            return Err(match &problem.key {
+                Some(key) => ConfigError::Invalid {
+                    source_name,
+                    key: scrubber.clean(key),
+                    message: scrubber.clean(&problem.message),
+                },
+                None => ConfigError::Unreadable {
+                    source_name,
+                    message: scrubber.clean(&problem.message),
+                },
+            });
+        }
         builder = builder.add_source(config::File::from_str(&text.text, config::FileFormat::Toml));
     }
     // Only DROPSLOT_<SECTION>__<KEY> variables are settings; others, like DROPSLOT_LOG, are not.

@@ -36,7 +36,7 @@ pub fn readable_by_others(file: &Path) -> bool {
     std::fs::metadata(file).is_ok_and(|m| m.permissions().mode() & 0o004 != 0)
 }
 
-/// The user's file, read once (what was checked is what `config` parses).
+/// The user's file, read once (what was checked is what `config` parses) and parsed once here.
 pub struct ConfigText {
     pub text: String,
     /// `remote.<key>` of the secrets the file sets, e.g. `remote.password`.
@@ -45,6 +45,8 @@ pub struct ConfigText {
     pub secret_values: Vec<String>,
     /// Readable by users other than the owner and the group (mode & 0o004).
     pub readable_by_others: bool,
+    /// A syntax error, or an integer TOML allows but 64 bits do not hold.
+    pub problem: Option<TextError>,
 }
 
 /// A problem found in the text: the key when one can be named, and the reason.
@@ -62,91 +64,94 @@ impl ConfigText {
         let mode = f.metadata()?.permissions().mode();
         let mut text = String::new();
         f.read_to_string(&mut text)?;
-        let mut read = ConfigText {
+        let examined = examine(&text, file);
+        Ok(ConfigText {
             text,
-            secret_keys: Vec::new(),
-            secret_values: Vec::new(),
+            secret_keys: examined.secret_keys,
+            secret_values: examined.secret_values,
             readable_by_others: mode & 0o004 != 0,
-        };
-        read.find_secrets();
-        Ok(read)
+            problem: examined.problem,
+        })
     }
+}
 
-    fn find_secrets(&mut self) {
-        match DeTable::parse(&self.text) {
-            Ok(table) => {
-                let remote = table
-                    .get_ref()
-                    .iter()
-                    .find(|(k, _)| k.get_ref() == "remote");
-                if let Some((_, remote)) = remote {
-                    if let DeValue::Table(remote) = remote.get_ref() {
-                        for (key, value) in remote.iter() {
-                            if SECRET_KEYS.contains(&key.get_ref().as_ref()) {
-                                let value = scalar_text(value.get_ref());
-                                if !value.is_empty() {
-                                    self.secret_keys.push(format!("remote.{}", key.get_ref()));
-                                    self.secret_values.push(value);
-                                }
-                            }
-                        }
+struct Examined {
+    secret_keys: Vec<String>,
+    secret_values: Vec<String>,
+    problem: Option<TextError>,
+}
+
+/// Parses `text` with spans: the secrets it sets, and the first problem, with its line and key
+/// (a line that sets a secret is shown with its value redacted).
+fn examine(text: &str, file: &Path) -> Examined {
+    let table = match DeTable::parse(text) {
+        Ok(table) => table,
+        Err(e) => {
+            let lines = LineMap::new(text);
+            // The file is not used, so no value can reach a later message; for the warning, a
+            // line that sets a secret is enough.
+            let mut secret_keys: Vec<String> = Vec::new();
+            for (secret, key) in lines.secret.iter().zip(&lines.keys) {
+                match key {
+                    Some(key) if *secret && !secret_keys.contains(key) => {
+                        secret_keys.push(key.clone())
                     }
+                    _ => {}
                 }
             }
-            // A file that does not parse is never used; for the warning, a line that sets a
-            // secret is enough.
-            Err(_) => {
-                let lines = LineMap::new(&self.text);
-                for (secret, key) in lines.secret.iter().zip(&lines.keys) {
-                    match key {
-                        Some(key) if *secret && !self.secret_keys.contains(key) => {
-                            self.secret_keys.push(key.clone())
-                        }
-                        _ => {}
-                    }
-                }
+            let (line, column) = e
+                .span()
+                .map_or((0, 0), |span| line_column(text, span.start));
+            // The key, when known, is named by the caller's "invalid setting `key`".
+            let mut message = format!(
+                "syntax error in {} at line {line}, column {column}: {}",
+                shown(&file.display().to_string()),
+                e.message()
+            );
+            if let Some(shown_line) = lines.shown_line(line) {
+                message.push_str(&format!("\n  {line:>4} | {shown_line}"));
+            }
+            return Examined {
+                secret_keys,
+                secret_values: Vec::new(),
+                problem: Some(TextError {
+                    key: lines.key_at(line),
+                    message,
+                }),
+            };
+        }
+    };
+    let (mut secret_keys, mut secret_values) = (Vec::new(), Vec::new());
+    let remote = table
+        .get_ref()
+        .iter()
+        .find(|(k, _)| k.get_ref() == "remote")
+        .map(|(_, v)| v.get_ref());
+    if let Some(DeValue::Table(remote)) = remote {
+        for (key, value) in remote.iter() {
+            let value = scalar_text(value.get_ref());
+            if SECRET_KEYS.contains(&key.get_ref().as_ref()) && !value.is_empty() {
+                secret_keys.push(format!("remote.{}", key.get_ref()));
+                secret_values.push(value);
             }
         }
     }
-
-    /// Syntax errors and integers TOML allows but 64 bits do not hold, each with its line and
-    /// key; a line that sets a secret is shown with its value redacted.
-    pub fn preflight(&self, file: &Path) -> Result<(), TextError> {
-        let lines = LineMap::new(&self.text);
-        let table = match DeTable::parse(&self.text) {
-            Ok(table) => table,
-            Err(e) => {
-                let (line, column) = e
-                    .span()
-                    .map_or((0, 0), |span| line_column(&self.text, span.start));
-                let key = lines.key_at(line);
-                // The key, when known, is named by the caller's "invalid setting `key`".
-                let mut message = format!(
-                    "syntax error in {} at line {line}, column {column}: {}",
-                    shown(&file.display().to_string()),
-                    e.message()
-                );
-                if let Some(shown_line) = lines.shown_line(line) {
-                    message.push_str(&format!("\n  {line:>4} | {shown_line}"));
-                }
-                return Err(TextError { key, message });
-            }
-        };
-        let mut found = None;
-        check_numbers(table.get_ref(), "", &mut found);
-        match found {
-            Some((key, span)) => {
-                let (line, _) = line_column(&self.text, span.start);
-                Err(TextError {
-                    message: format!(
-                        "the number at line {line} of {} is out of range (integers must fit in 64 bits)",
-                        shown(&file.display().to_string())
-                    ),
-                    key: Some(key),
-                })
-            }
-            None => Ok(()),
+    let mut found = None;
+    check_numbers(table.get_ref(), "", &mut found);
+    let problem = found.map(|(key, span)| {
+        let (line, _) = line_column(text, span.start);
+        TextError {
+            message: format!(
+                "the number at line {line} of {} is out of range (integers must fit in 64 bits)",
+                shown(&file.display().to_string())
+            ),
+            key: Some(key),
         }
+    });
+    Examined {
+        secret_keys,
+        secret_values,
+        problem,
     }
 }
 
@@ -387,19 +392,16 @@ fn cut_long_words(text: &str) -> String {
 mod tests {
     use super::*;
 
-    fn preflight(text: &str) -> Result<(), TextError> {
-        let read = ConfigText {
-            text: text.to_string(),
-            secret_keys: Vec::new(),
-            secret_values: Vec::new(),
-            readable_by_others: false,
-        };
-        read.preflight(Path::new("c.toml"))
+    fn problem_in(text: &str) -> Result<(), TextError> {
+        match examine(text, Path::new("c.toml")).problem {
+            Some(problem) => Err(problem),
+            None => Ok(()),
+        }
     }
 
     #[test]
     fn a_syntax_error_on_a_secret_line_names_the_key_and_hides_the_value() {
-        let err = preflight("[remote]\nkind = \"webdav\"\npassword = \"hunter2-secret\nx = 1\n")
+        let err = problem_in("[remote]\nkind = \"webdav\"\npassword = \"hunter2-secret\nx = 1\n")
             .unwrap_err();
         assert_eq!(err.key.as_deref(), Some("remote.password"));
         assert!(err.message.contains("line 3"), "{}", err.message);
@@ -410,28 +412,28 @@ mod tests {
     #[test]
     fn a_syntax_error_inside_a_multi_line_secret_hides_every_line_of_it() {
         let err =
-            preflight("[remote]\npassword = \"\"\"\nhunter2\\q-secret\n\"\"\"\n").unwrap_err();
+            problem_in("[remote]\npassword = \"\"\"\nhunter2\\q-secret\n\"\"\"\n").unwrap_err();
         assert!(!err.message.contains("hunter2"), "{}", err.message);
         assert_eq!(err.key.as_deref(), Some("remote.password"));
         // Unterminated: the error is past the last line.
-        let err = preflight("[remote]\npassword = \"\"\"\nhunter2-secret\n").unwrap_err();
+        let err = problem_in("[remote]\npassword = \"\"\"\nhunter2-secret\n").unwrap_err();
         assert!(!err.message.contains("hunter2"), "{}", err.message);
         assert_eq!(err.key.as_deref(), Some("remote.password"));
     }
 
     #[test]
     fn a_syntax_error_elsewhere_shows_its_line() {
-        let err = preflight("[upload]\nslots = 4 4\n").unwrap_err();
+        let err = problem_in("[upload]\nslots = 4 4\n").unwrap_err();
         assert_eq!(err.key.as_deref(), Some("upload.slots"));
         assert!(err.message.contains("slots = 4 4"), "{}", err.message);
     }
 
     #[test]
     fn out_of_range_integers_name_the_key_and_line() {
-        let err = preflight("[upload]\n\nslots = 99999999999999999999\n").unwrap_err();
+        let err = problem_in("[upload]\n\nslots = 99999999999999999999\n").unwrap_err();
         assert_eq!(err.key.as_deref(), Some("upload.slots"));
         assert!(err.message.contains("line 3"), "{}", err.message);
-        assert!(preflight("[upload]\nslots = 9223372036854775807\n").is_ok());
+        assert!(problem_in("[upload]\nslots = 9223372036854775807\n").is_ok());
     }
 
     #[test]
