@@ -231,6 +231,46 @@ pub struct Loaded {
     pub source_name: String,
 }
 
+/// Reads the user's file once: its secrets go to the scrubber, a readable file holding one is
+/// warned about, and a syntax error or out-of-range number is the error, by line and key.
+fn read_user_file(
+    f: &Path,
+    source_name: &str,
+    scrubber: &mut source::Scrubber,
+) -> Result<source::ConfigText, ConfigError> {
+    let text = source::ConfigText::read(f).map_err(|e| ConfigError::Unreadable {
+        source_name: source_name.to_string(),
+        message: format!(
+            "cannot read {}: {e}",
+            source::shown(&f.display().to_string())
+        ),
+    })?;
+    scrubber.add(&text.secret_values);
+    if text.readable_by_others && !text.secret_keys.is_empty() {
+        tracing::warn!(
+            file = %f.display(),
+            "the configuration file {} holds a secret ({}) and every user of this machine can read it; fix: chmod 600 {}",
+            f.display(),
+            text.secret_keys.join(", "),
+            f.display()
+        );
+    }
+    match &text.problem {
+        None => Ok(text),
+        Some(problem) => Err(match &problem.key {
+            Some(key) => ConfigError::Invalid {
+                source_name: source_name.to_string(),
+                key: scrubber.clean(key),
+                message: scrubber.clean(&problem.message),
+            },
+            None => ConfigError::Unreadable {
+                source_name: source_name.to_string(),
+                message: scrubber.clean(&problem.message),
+            },
+        }),
+    }
+}
+
 /// Finds the configuration file: `--config`, else `./dropslot.toml`, else `config/dropslot.toml`,
 /// else none (the embedded default alone).
 pub fn locate(explicit: Option<&Path>) -> Result<Option<PathBuf>, ConfigError> {
@@ -263,37 +303,8 @@ pub fn load(explicit: Option<&Path>) -> Result<Loaded, ConfigError> {
         config::FileFormat::Toml,
     ));
     if let Some(f) = &file {
-        let text = source::ConfigText::read(f).map_err(|e| ConfigError::Unreadable {
-            source_name: source_name.clone(),
-            message: format!(
-                "cannot read {}: {e}",
-                source::shown(&f.display().to_string())
-            ),
-        })?;
-        scrubber.add(&text.secret_values);
-        file_secrets.clone_from(&text.secret_keys);
-        if text.readable_by_others && !text.secret_keys.is_empty() {
-            tracing::warn!(
-                file = %f.display(),
-                "the configuration file {} holds a secret ({}) and every user of this machine can read it; fix: chmod 600 {}",
-                f.display(),
-                text.secret_keys.join(", "),
-                f.display()
-            );
-        }
-        if let Some(problem) = &text.problem {
-            return Err(match &problem.key {
-                Some(key) => ConfigError::Invalid {
-                    source_name,
-                    key: scrubber.clean(key),
-                    message: scrubber.clean(&problem.message),
-                },
-                None => ConfigError::Unreadable {
-                    source_name,
-                    message: scrubber.clean(&problem.message),
-                },
-            });
-        }
+        let text = read_user_file(f, &source_name, &mut scrubber)?;
+        file_secrets = text.secret_keys;
         builder = builder.add_source(config::File::from_str(&text.text, config::FileFormat::Toml));
     }
     // Only DROPSLOT_<SECTION>__<KEY> variables are settings; others, like DROPSLOT_LOG, are not.
