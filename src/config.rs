@@ -4,13 +4,24 @@
 //! it does not start anything.
 //!
 //! Every error names the key (`upload.slots`) and where the value came from, and maps to exit
-//! code 2.
+//! code 2. No error text holds a secret's value or more than a few hundred bytes of any value
+//! (`source`); overlapping directories are refused (`paths`).
+
+mod paths;
+mod source;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytesize::ByteSize;
 use serde::Deserialize;
+
+/// The keys of `[remote]` that hold credentials (typed [`Secret`]): their values are never
+/// echoed, and a file setting one must not be readable by other users.
+pub const SECRET_KEYS: [&str; 3] = ["access_key_id", "secret_access_key", "password"];
+
+/// S3's largest single PUT, and largest part of a multipart upload.
+const S3_MAX_OBJECT_PART: u64 = 5 * 1024 * 1024 * 1024;
 
 /// The commented example in `config/` is the default: one file documents and defines it.
 pub const DEFAULT_CONFIG: &str = include_str!("../config/dropslot.toml");
@@ -34,6 +45,8 @@ pub struct Settings {
 pub struct WatchConfig {
     pub path: PathBuf,
     pub ignore: Vec<String>,
+    /// Also ignore names shaped like rsync's temporary files (no glob can express them).
+    pub ignore_rsync_temp: bool,
     #[serde(with = "humantime_serde")]
     pub rescan_interval: Duration,
     #[serde(with = "humantime_serde")]
@@ -200,7 +213,7 @@ pub struct MetricsConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("config file {0} does not exist")]
+    #[error("config file {} does not exist", source::shown(&.0.display().to_string()))]
     Missing(PathBuf),
     #[error("cannot read the configuration ({source_name}): {message}")]
     Unreadable {
@@ -222,14 +235,57 @@ pub struct Loaded {
     pub source_name: String,
 }
 
+/// Reads the user's file once: its secrets go to the scrubber, a readable file holding one is
+/// warned about, and a syntax error or out-of-range number is the error, by line and key.
+fn read_user_file(
+    f: &Path,
+    source_name: &str,
+    scrubber: &mut source::Scrubber,
+) -> Result<source::ConfigText, ConfigError> {
+    let text = source::ConfigText::read(f).map_err(|e| ConfigError::Unreadable {
+        source_name: source_name.to_string(),
+        message: format!(
+            "cannot read {}: {e}",
+            source::shown(&f.display().to_string())
+        ),
+    })?;
+    scrubber.add(&text.secret_values);
+    if text.readable_by_others && !text.secret_keys.is_empty() {
+        tracing::warn!(
+            file = %f.display(),
+            "the configuration file {} holds a secret ({}) and every user of this machine can read it; fix: chmod 600 {}",
+            f.display(),
+            text.secret_keys.join(", "),
+            f.display()
+        );
+    }
+    match &text.problem {
+        None => Ok(text),
+        Some(problem) => Err(match &problem.key {
+            Some(key) => ConfigError::Invalid {
+                source_name: source_name.to_string(),
+                key: scrubber.clean(key),
+                message: scrubber.clean(&problem.message),
+            },
+            None => ConfigError::Unreadable {
+                source_name: source_name.to_string(),
+                message: scrubber.clean(&problem.message),
+            },
+        }),
+    }
+}
+
 /// Finds the configuration file: `--config`, else `./dropslot.toml`, else `config/dropslot.toml`,
 /// else none (the embedded default alone).
 pub fn locate(explicit: Option<&Path>) -> Result<Option<PathBuf>, ConfigError> {
     if let Some(path) = explicit {
-        return if path.is_file() {
-            Ok(Some(path.to_path_buf()))
-        } else {
-            Err(ConfigError::Missing(path.to_path_buf()))
+        return match std::fs::metadata(path) {
+            Ok(meta) if meta.is_file() => Ok(Some(path.to_path_buf())),
+            Ok(_) => Err(ConfigError::Unreadable {
+                source_name: source::shown(&path.display().to_string()),
+                message: "--config names a directory or special file, not a file".into(),
+            }),
+            Err(_) => Err(ConfigError::Missing(path.to_path_buf())),
         };
     }
     Ok(["dropslot.toml", "config/dropslot.toml"]
@@ -244,13 +300,16 @@ pub fn load(explicit: Option<&Path>) -> Result<Loaded, ConfigError> {
         Some(f) => format!("{} and DROPSLOT_* environment", f.display()),
         None => "built-in default and DROPSLOT_* environment".to_string(),
     };
+    let mut scrubber = source::Scrubber::from_env();
+    let mut file_secrets = Vec::new();
     let mut builder = config::Config::builder().add_source(config::File::from_str(
         DEFAULT_CONFIG,
         config::FileFormat::Toml,
     ));
     if let Some(f) = &file {
-        builder =
-            builder.add_source(config::File::from(f.as_path()).format(config::FileFormat::Toml));
+        let text = read_user_file(f, &source_name, &mut scrubber)?;
+        file_secrets = text.secret_keys;
+        builder = builder.add_source(config::File::from_str(&text.text, config::FileFormat::Toml));
     }
     // Only DROPSLOT_<SECTION>__<KEY> variables are settings; others, like DROPSLOT_LOG, are not.
     let settings_vars: config::Map<String, String> = std::env::vars()
@@ -267,11 +326,11 @@ pub fn load(explicit: Option<&Path>) -> Result<Loaded, ConfigError> {
     );
     let raw = builder.build().map_err(|e| ConfigError::Unreadable {
         source_name: source_name.clone(),
-        message: e.to_string(),
+        message: scrubber.clean(&e.to_string()),
     })?;
     let settings: Settings = serde_path_to_error::deserialize(raw).map_err(|e| {
-        let key = e.path().to_string();
-        let message = e.into_inner().to_string();
+        let key = scrubber.clean(&e.path().to_string());
+        let message = scrubber.clean(&e.into_inner().to_string());
         ConfigError::Invalid {
             source_name: source_name.clone(),
             key,
@@ -283,8 +342,32 @@ pub fn load(explicit: Option<&Path>) -> Result<Loaded, ConfigError> {
         .map_err(|(key, message)| ConfigError::Invalid {
             source_name: source_name.clone(),
             key: key.to_string(),
-            message,
+            message: scrubber.clean(&message),
         })?;
+    if let Some(f) = file.as_ref().filter(|_| !file_secrets.is_empty()) {
+        if settings.is_in_drop_folder(f) {
+            return Err(ConfigError::Invalid {
+                source_name,
+                key: "watch.path".into(),
+                message: scrubber.clean(&format!(
+                    "the configuration file {} holds a secret ({}) and is inside watch.path ({}): it would be published; move it out of the drop folder",
+                    f.display(),
+                    file_secrets.join(", "),
+                    settings.watch.path.display()
+                )),
+            });
+        }
+    }
+    for (key, f) in settings.secret_files() {
+        if source::readable_by_others(f) {
+            tracing::warn!(
+                file = %f.display(),
+                "{key} {} holds a secret and every user of this machine can read it; fix: chmod 600 {}",
+                f.display(),
+                f.display()
+            );
+        }
+    }
     Ok(Loaded {
         settings,
         source_name,
@@ -330,7 +413,108 @@ impl Settings {
         if let Err(e) = self.log_globs() {
             return Err(("stability.logs", e.to_string()));
         }
+        self.validate_paths()?;
         self.validate_remote()
+    }
+
+    /// Paths the kernel can take, a drop folder that is not a file, and no two of dropslot's
+    /// directories overlapping: a target containing the drop folder overwrote source files, and
+    /// a state directory inside it published the ledger and never went idle.
+    fn validate_paths(&self) -> Result<(), (&'static str, String)> {
+        let local = self.remote.kind == RemoteKind::Local;
+        let mut keyed = vec![
+            ("watch.path", &self.watch.path),
+            ("state.dir", &self.state.dir),
+        ];
+        if local {
+            keyed.push(("remote.path", &self.remote.path));
+        }
+        if let Some(f) = &self.remote.credentials_file {
+            keyed.push(("remote.credentials_file", f));
+        }
+        if let Some(f) = &self.remote.dircap_file {
+            keyed.push(("remote.dircap_file", f));
+        }
+        for (key, path) in keyed {
+            paths::check_length(path).map_err(|e| (key, e))?;
+        }
+        if let Ok(meta) = std::fs::metadata(&self.watch.path) {
+            if !meta.is_dir() {
+                let what = if meta.is_file() {
+                    "a file"
+                } else {
+                    "not a directory"
+                };
+                return Err((
+                    "watch.path",
+                    format!(
+                        "{} is {what}, not a directory: the drop folder must be a directory",
+                        source::shown(&self.watch.path.display().to_string())
+                    ),
+                ));
+            }
+        }
+
+        use paths::{Forms, Relation};
+        let within = |a: &Forms, b: &Forms| a.is_within(b);
+        let watch = Forms::of(&self.watch.path);
+        let state = Forms::of(&self.state.dir);
+        let snapshots = Forms::of(&self.snapshot_dir());
+        let w = watch.describe(&self.watch.path);
+        let s = state.describe(&self.state.dir);
+        if local {
+            let remote = Forms::of(&self.remote.path);
+            let r = remote.describe(&self.remote.path);
+            let (relation, consequence) = match remote.relation_to(&watch) {
+                Some(Relation::Same) => (
+                    "is the same directory as",
+                    "published files would be published again, endlessly; use two separate directories",
+                ),
+                Some(Relation::Inside) => (
+                    "is inside",
+                    "published files would be published again, endlessly; put the target outside the drop folder",
+                ),
+                Some(Relation::Contains) => (
+                    "contains",
+                    "publishing would overwrite the drop folder's own files; put the drop folder outside the target",
+                ),
+                None => ("", ""),
+            };
+            if !relation.is_empty() {
+                let message =
+                    format!("remote.path ({r}) {relation} watch.path ({w}): {consequence}");
+                return Err(("remote.path", message));
+            }
+            if within(&state, &remote) {
+                return Err(("state.dir", format!(
+                    "state.dir ({s}) is inside remote.path ({r}): readers of the remote would see the ledger and unfinished snapshot copies; put the state directory outside the target"
+                )));
+            }
+            if within(&remote, &snapshots) {
+                return Err(("remote.path", format!(
+                    "remote.path ({r}) is inside the snapshot area of state.dir ({s}/snapshots), which dropslot empties at every start; use another directory"
+                )));
+            }
+        }
+        if within(&state, &watch) {
+            return Err(("state.dir", format!(
+                "state.dir ({s}) is inside watch.path ({w}): the ledger and snapshot copies would be published as they change, and the drop folder would never be idle; put the state directory outside the drop folder"
+            )));
+        }
+        for (key, file) in self.secret_files() {
+            if within(&Forms::of(file), &watch) {
+                return Err((key, format!(
+                    "{key} ({}) is inside watch.path ({w}): the secret in it would be published; keep it outside the drop folder",
+                    source::shown(&file.display().to_string())
+                )));
+            }
+        }
+        if within(&watch, &snapshots) {
+            return Err(("state.dir", format!(
+                "watch.path ({w}) is inside the snapshot area of state.dir ({s}/snapshots), which dropslot empties at every start; use another directory"
+            )));
+        }
+        Ok(())
     }
 
     fn validate_remote(&self) -> Result<(), (&'static str, String)> {
@@ -360,6 +544,19 @@ impl Settings {
                     return Err((
                         "remote.part_size",
                         "must be at least 5MiB (an S3 limit)".into(),
+                    ));
+                }
+                if r.part_size.as_u64() > S3_MAX_OBJECT_PART {
+                    return Err((
+                        "remote.part_size",
+                        "must be at most 5GiB (an S3 limit: the largest part)".into(),
+                    ));
+                }
+                // Also keeps the staging budget (4 x the threshold) from overflowing.
+                if r.multipart_threshold.as_u64() > S3_MAX_OBJECT_PART {
+                    return Err((
+                        "remote.multipart_threshold",
+                        "must be at most 5GiB (an S3 limit: the largest single PUT)".into(),
                     ));
                 }
                 if r.multipart_threshold.as_u64() < r.part_size.as_u64() {
@@ -406,20 +603,28 @@ impl Settings {
         }
     }
 
-    /// Paths inside the drop folder that dropslot itself writes, relative to it.
-    fn own_dirs_inside_drop_folder(&self) -> Vec<PathBuf> {
-        let root = absolute(&self.watch.path);
-        [&self.state.dir, &self.remote.path]
-            .into_iter()
-            .filter_map(|p| absolute(p).strip_prefix(&root).ok().map(Path::to_path_buf))
-            .filter(|rel| !rel.as_os_str().is_empty())
-            .collect()
+    /// Files named by the configuration that hold credentials.
+    fn secret_files(&self) -> Vec<(&'static str, &Path)> {
+        [
+            ("remote.credentials_file", &self.remote.credentials_file),
+            ("remote.dircap_file", &self.remote.dircap_file),
+        ]
+        .into_iter()
+        .filter_map(|(key, f)| Some((key, f.as_deref()?)))
+        .collect()
+    }
+
+    /// `file` is the drop folder or below it, as the overlap checks see paths.
+    fn is_in_drop_folder(&self, file: &Path) -> bool {
+        paths::Forms::of(file).is_within(&paths::Forms::of(&self.watch.path))
     }
 
     pub fn ignore_rules(&self) -> Result<dropslot_actors::watcher::IgnoreRules, globset::Error> {
-        dropslot_actors::watcher::IgnoreRules::new(
-            &self.watch.ignore,
-            self.own_dirs_inside_drop_folder(),
+        // Nothing of dropslot's own needs excluding: validation keeps the state directory and a
+        // local target out of the drop folder.
+        Ok(
+            dropslot_actors::watcher::IgnoreRules::new(&self.watch.ignore, Vec::new())?
+                .with_rsync_temp(self.watch.ignore_rsync_temp),
         )
     }
 
@@ -537,11 +742,124 @@ mod tests {
     }
 
     #[test]
-    fn state_dir_inside_drop_folder_is_ignored() {
-        let loaded =
-            load_str("[watch]\npath = \"/x/drop\"\n[state]\ndir = \"/x/drop/.state\"\n").unwrap();
-        let rules = loaded.settings.ignore_rules().unwrap();
-        assert!(rules.is_ignored(Path::new(".state/ledger.sqlite")));
-        assert!(!rules.is_ignored(Path::new("a.txt")));
+    fn default_ignore_list_covers_producers_temporary_names_only() {
+        let rules = load_str("").unwrap().settings.ignore_rules().unwrap();
+        for temp in [
+            "dl/film.mkv.part",
+            "x.partial",
+            "up/report.pdf.filepart",
+            "a.zip.crdownload",
+            "a.zip.download",
+            "d/.~tmp~",
+            "~WRL0001.tmp",
+            "~$budget.xlsx",
+            ".~lock.budget.ods#",
+            ".goutputstream-X1Y2Z3",
+            "notes.txt.kate-swp",
+            ".notes.txt.swp",
+            ".notes.txt.swx",
+            ".#notes.txt",
+            "notes.txt~",
+            "~",
+            "d/.notes.txt.Qw3rTy",
+        ] {
+            assert!(rules.is_ignored(Path::new(temp)), "{temp} is published");
+        }
+        for kept in [
+            "report.pdf",
+            ".bashrc",
+            ".bashrc.backup",
+            "partial.txt",
+            "download.html",
+            "tmp/file.txt",
+            "a~b.txt",
+            "lock.ods",
+            ".gitignore",
+            "$money.txt",
+        ] {
+            assert!(!rules.is_ignored(Path::new(kept)), "{kept} is ignored");
+        }
+        let off = load_str("[watch]\nignore_rsync_temp = false\n").unwrap();
+        let rules = off.settings.ignore_rules().unwrap();
+        assert!(!rules.is_ignored(Path::new("d/.notes.txt.Qw3rTy")));
+    }
+
+    #[test]
+    fn state_dir_inside_drop_folder_is_refused() {
+        let err = load_str("[watch]\npath = \"/x/drop\"\n[state]\ndir = \"/x/drop/.state\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("state.dir") && err.contains("watch.path"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn overlapping_remote_and_drop_folder_are_refused_naming_both_keys() {
+        for (watch, remote) in [
+            ("/x/par/drop", "/x/par"),
+            ("/x/drop", "/x/drop/"),
+            ("/x/drop", "/x/drop/out"),
+            ("/x/a/../drop", "/x/drop/./out"),
+        ] {
+            let err = load_str(&format!(
+                "[watch]\npath = {watch:?}\n[remote]\npath = {remote:?}\n[state]\ndir = \"/y/s\"\n"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.contains("remote.path") && err.contains("watch.path"),
+                "{err}"
+            );
+        }
+        // Only the local remote uses remote.path.
+        load_str("[watch]\npath = \"/x/drop\"\n[remote]\nkind = \"s3\"\nbucket = \"b\"\npath = \"/x/drop\"\n[state]\ndir = \"/y/s\"\n").unwrap();
+    }
+
+    #[test]
+    fn state_and_snapshot_area_overlaps_are_refused() {
+        let err = load_str("[watch]\npath = \"/x/s/snapshots/drop\"\n[state]\ndir = \"/x/s\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("state.dir") && err.contains("snapshot"),
+            "{err}"
+        );
+        let err = load_str("[remote]\npath = \"/x/out\"\n[state]\ndir = \"/x/out/.state\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("state.dir") && err.contains("remote.path"),
+            "{err}"
+        );
+        let err = load_str("[remote]\npath = \"/x/s/snapshots\"\n[state]\ndir = \"/x/s\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("remote.path") && err.contains("state.dir"),
+            "{err}"
+        );
+        // A state directory beside the drop folder, or holding the target, is fine.
+        load_str(
+            "[watch]\npath = \"/x/drop\"\n[remote]\npath = \"/x/s/out\"\n[state]\ndir = \"/x/s\"\n",
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn s3_sizes_above_the_single_put_limit_are_refused() {
+        let s3 = "[remote]\nkind = \"s3\"\nbucket = \"b\"\n";
+        let err = load_str(&format!("{s3}multipart_threshold = \"4EiB\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("remote.multipart_threshold"), "{err}");
+        let err = load_str(&format!(
+            "{s3}part_size = \"6GiB\"\nmultipart_threshold = \"6GiB\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("remote.part_size"), "{err}");
+        load_str(&format!("{s3}multipart_threshold = \"5GiB\"\n")).unwrap();
     }
 }

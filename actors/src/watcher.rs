@@ -32,11 +32,19 @@ use crate::stats::ActorStats;
 /// Paths reported to the debouncer per message.
 const BATCH: usize = 512;
 
-/// Which paths are never watched, scanned or uploaded.
+/// Which paths are never watched, scanned or uploaded: the `watch.ignore` globs and, if enabled,
+/// the rsync temporary-name rule. The first path each rule skips in a run is logged (INFO), once
+/// per rule, so a surprising skip (a file named `~` under `*~`) can be found without a log line
+/// per path.
 #[derive(Clone, Debug)]
 pub struct IgnoreRules {
     globs: GlobSet,
-    /// Directories inside the drop folder that belong to dropslot itself (state, local remote).
+    patterns: Vec<String>,
+    rsync_temp: bool,
+    /// Per pattern, then one for the rsync rule: already logged this run. Shared by clones, as
+    /// the watcher's scans each hold one.
+    reported: Arc<[AtomicBool]>,
+    /// Directories inside the drop folder that belong to dropslot itself.
     excluded: Vec<PathBuf>,
 }
 
@@ -50,15 +58,71 @@ impl IgnoreRules {
         }
         Ok(IgnoreRules {
             globs: builder.build()?,
+            patterns: patterns.to_vec(),
+            rsync_temp: false,
+            reported: (0..=patterns.len())
+                .map(|_| AtomicBool::new(false))
+                .collect(),
             excluded,
         })
     }
 
-    pub fn is_ignored(&self, rel: &Path) -> bool {
-        self.excluded.iter().any(|e| rel.starts_with(e))
-            || self.globs.is_match(rel)
-            || rel.file_name().is_some_and(|n| self.globs.is_match(n))
+    /// Also ignore names shaped like rsync's temporary files (see [`is_rsync_temp_name`]).
+    pub fn with_rsync_temp(mut self, on: bool) -> Self {
+        self.rsync_temp = on;
+        self
     }
+
+    pub fn is_ignored(&self, rel: &Path) -> bool {
+        if self.excluded.iter().any(|e| rel.starts_with(e)) {
+            return true;
+        }
+        let name = rel.file_name();
+        let rule = if self.globs.is_match(rel) || name.is_some_and(|n| self.globs.is_match(n)) {
+            // Only on a hit: which pattern it was, for the once-per-rule log line.
+            let mut hits = self.globs.matches(rel);
+            if let Some(n) = name {
+                hits.extend(self.globs.matches(n));
+            }
+            hits.into_iter().min().unwrap_or(0)
+        } else if self.rsync_temp && name.is_some_and(is_rsync_temp_name) {
+            self.patterns.len()
+        } else {
+            return false;
+        };
+        if !self.reported[rule].swap(true, Ordering::Relaxed) {
+            let what = match self.patterns.get(rule) {
+                Some(pattern) => format!("watch.ignore pattern {pattern:?}"),
+                None => "rsync temporary name rule (watch.ignore_rsync_temp)".to_string(),
+            };
+            tracing::info!(
+                path = %rel.display(),
+                rule = %what,
+                "ignoring {} (matched by the {what}); said once per rule and run, later matches are skipped silently",
+                rel.display()
+            );
+        }
+        true
+    }
+}
+
+/// rsync writes each file to `.NAME.XXXXXX` (mkstemp: six of `[A-Za-z0-9]`) beside it and renames
+/// it into place. Matched: a dot, a non-empty name, a dot, six ASCII letters or digits not all
+/// lowercase letters. The last condition spares ordinary dotfiles like `.bashrc.backup`, at the
+/// price of the (26/62)^6 ≈ 0.5% of rsync's names whose six characters are all lowercase; rsync
+/// holds those open while writing, which keeps them off the remote by itself.
+pub fn is_rsync_temp_name(name: &std::ffi::OsStr) -> bool {
+    use std::os::unix::ffi::OsStrExt as _;
+    let bytes = name.as_bytes();
+    let Some(head_len) = bytes.len().checked_sub(6) else {
+        return false;
+    };
+    let (head, suffix) = bytes.split_at(head_len);
+    head.len() >= 3
+        && head[0] == b'.'
+        && head[head.len() - 1] == b'.'
+        && suffix.iter().all(u8::is_ascii_alphanumeric)
+        && !suffix.iter().all(u8::is_ascii_lowercase)
 }
 
 #[derive(Clone, Debug)]
@@ -587,6 +651,56 @@ mod tests {
         assert!(rules.is_ignored(Path::new(".dropslot/ledger.sqlite")));
         assert!(!rules.is_ignored(Path::new("a/b/c.txt")));
         assert!(!rules.is_ignored(Path::new("x/.github")));
+    }
+
+    #[test]
+    fn rsync_temporary_names_are_matched_but_ordinary_dotfiles_are_not() {
+        use std::ffi::OsStr;
+        for hit in [
+            ".f.txt.AbC123",
+            ".f.txt.ABCDEF",
+            ".f.txt.123456",
+            "..bashrc.x9Yq0Z",
+            ".a.b.c.tar.gz.q1w2e3",
+        ] {
+            assert!(is_rsync_temp_name(OsStr::new(hit)), "{hit}");
+        }
+        for miss in [
+            ".bashrc.backup",
+            ".f.txt.abcdef",
+            "f.txt.AbC123",
+            "..AbC123",
+            ".x.Ab_123",
+            ".x.AbC1234",
+            ".x.AbC12",
+            ".AbC123",
+            "",
+        ] {
+            assert!(!is_rsync_temp_name(OsStr::new(miss)), "{miss}");
+        }
+        let rules = IgnoreRules::new(&[], Vec::new()).unwrap();
+        assert!(!rules.is_ignored(Path::new("d/.f.txt.AbC123")));
+        let rules = rules.with_rsync_temp(true);
+        assert!(rules.is_ignored(Path::new("d/.f.txt.AbC123")));
+        assert!(!rules.is_ignored(Path::new("d/f.txt")));
+    }
+
+    #[test]
+    fn each_rule_is_reported_once_and_clones_share_that() {
+        let rules = IgnoreRules::new(&["*~".to_string(), "*.part".to_string()], Vec::new())
+            .unwrap()
+            .with_rsync_temp(true);
+        let clone = rules.clone();
+        assert!(rules.is_ignored(Path::new("~")));
+        assert!(clone.is_ignored(Path::new("a/b~")));
+        let reported: Vec<bool> = rules
+            .reported
+            .iter()
+            .map(|r| r.load(Ordering::Relaxed))
+            .collect();
+        assert_eq!(reported, [true, false, false]);
+        assert!(clone.is_ignored(Path::new(".x.Q1w2E3")));
+        assert!(rules.reported[2].load(Ordering::Relaxed));
     }
 
     #[test]
