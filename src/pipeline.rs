@@ -16,6 +16,7 @@ use dropslot_actors::linker::{Linker, LinkerSettings};
 use dropslot_actors::mailbox::{Mailbox, Tracker};
 use dropslot_actors::messages::{StopWatching, UploadJob};
 use dropslot_actors::remote::Remote;
+use dropslot_actors::requeue::{FailureSignals, Requeue, RequeueSettings};
 use dropslot_actors::retry::RetryPolicy;
 use dropslot_actors::snapshot::{SnapshotArea, SnapshotCopier, SnapshotSettings};
 use dropslot_actors::stability::{DeletePolicy, StabilityChecker, StabilitySettings};
@@ -27,6 +28,9 @@ use crate::config::{OnDelete, Settings};
 
 pub struct Pipeline {
     watcher: Addr<Watcher>,
+    /// Kept so the actor lives as long as the pipeline; `None` if `upload.retry_failed_after`
+    /// is zero.
+    _requeue: Option<Addr<Requeue>>,
     mailbox: Arc<Mailbox>,
     progress: Arc<ScanProgress>,
     upload_queue: async_channel::Sender<UploadJob>,
@@ -47,6 +51,11 @@ impl Pipeline {
             max: settings.upload.retry_max,
             max_attempts: settings.upload.max_attempts,
         };
+        // Every stage records through this layer, so the requeue learns when files ran out of
+        // retries and when the remote is healthy again without any stage knowing about it.
+        let signals = Arc::new(FailureSignals::new(ledger, settings.upload.max_attempts));
+        let healthy_again = signals.healthy_again();
+        let ledger: Arc<dyn Ledger> = signals;
         let mailbox = Arc::new(Mailbox::new());
         let mut stats = Vec::new();
         let mut new_stats = |name: String| {
@@ -150,6 +159,19 @@ impl Pipeline {
             new_stats("debouncer".into()),
         ));
 
+        let requeue = (!settings.upload.retry_failed_after.is_zero()).then(|| {
+            Requeue::new(
+                RequeueSettings {
+                    root: root.clone(),
+                    after: settings.upload.retry_failed_after,
+                },
+                ledger.clone(),
+                debouncer.clone(),
+                healthy_again,
+            )
+            .start()
+        });
+
         let watcher = Watcher::new(
             WatchSettings {
                 root,
@@ -170,6 +192,7 @@ impl Pipeline {
 
         Ok(Pipeline {
             watcher,
+            _requeue: requeue,
             mailbox,
             progress,
             upload_queue: upload_tx,

@@ -83,6 +83,9 @@ fn wait_remote_matches(env: &Env, daemon: &Daemon, root: &Path, since: Instant, 
     }
 }
 
+/// A named change to the drop folder.
+type Step<'a> = (&'static str, Box<dyn Fn() + 'a>);
+
 /// `mv a.txt b.txt`, `mv d e`, `e` moved out of the drop folder and a file moved out, with
 /// `on_delete = "delete"`: after each, the remote at `root` must match the drop folder well
 /// within [`STALE_LIMIT`] and `status` must count only what is really there.
@@ -107,7 +110,7 @@ fn renames_and_moves_out_reach_the_remote(env: &mut Env, root: &Path, remote: &s
     wait_remote_matches(env, &daemon, root, started, "initial publish");
 
     let mut figures = BTreeMap::new();
-    let steps: [(&str, Box<dyn Fn()>); 4] = [
+    let steps: [Step; 4] = [
         (
             "mv a.txt b.txt",
             Box::new(|| mv(&env.drop.join("a.txt"), &env.drop.join("b.txt"))),
@@ -169,4 +172,154 @@ fn renames_and_moves_out_are_seen_at_once_on_webdav() {
     // nginx's directory on disk is the ground truth (its listings hide dot files).
     let root = server.webdav_root().join("drops");
     renames_and_moves_out_reach_the_remote(&mut env, &root, "webdav");
+}
+
+/// Content that differs per file (1 to 64 KiB).
+fn burst_content(i: usize) -> Vec<u8> {
+    let line = format!("burst file {i}\n");
+    line.repeat((1 + i * 977 % (64 << 10)) / line.len() + 1)
+        .into_bytes()
+}
+
+/// Distinct paths the log names in "upload failed" / "publishing failed" errors: files whose
+/// retries ran out at some point.
+fn paths_that_ran_out(log: &str) -> BTreeSet<String> {
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| {
+            v["level"] == "ERROR"
+                && v["message"].as_str().is_some_and(|m| {
+                    m.starts_with("upload failed") || m.starts_with("publishing failed")
+                })
+        })
+        .filter_map(|v| v["path"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// A burst of 400 files with the server stopped for 20 s in its middle, with the default retry
+/// settings (`upload.max_attempts = 5`, `retry_failed_after = 30s`) and no rescan: files whose
+/// attempts ran out during the outage must arrive anyway, and none may stay failed. `read`
+/// fetches a file back from the server.
+fn outage_with_default_retries(
+    env: &mut Env,
+    server: &mut Server,
+    remote: &str,
+    read: &dyn Fn(&Server, &str) -> Option<Vec<u8>>,
+) {
+    // `Env::new` shortens the retry delays to keep other tests fast; this one needs the
+    // defaults of config/dropslot.toml. `max_attempts` and `retry_failed_after` stay untouched.
+    env.set("upload.retry_initial", "500ms")
+        .set("upload.retry_max", "30s")
+        .set("watch.rescan_interval", NO_RESCAN);
+    let daemon = env.spawn();
+    let mut files = BTreeMap::new();
+    let mut drop_files = |range: std::ops::Range<usize>| {
+        for i in range {
+            let rel = format!("burst/f{i}.txt");
+            env.write(&rel, &burst_content(i));
+            files.insert(rel, burst_content(i));
+        }
+    };
+    drop_files(0..200);
+    wait_until("part of the burst published", Some(&daemon), || {
+        env.ledger().status().unwrap().published >= 20
+    });
+    server.stop();
+    let outage = Instant::now();
+    // The burst goes on for the first half of the 20 s outage.
+    let mut next = 200;
+    let mut most_failed = 0;
+    while outage.elapsed() < Duration::from_secs(20) {
+        if next < 400 {
+            drop_files(next..next + 20);
+            next += 20;
+        }
+        most_failed = most_failed.max(env.ledger().status().unwrap().failed);
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    server.start();
+    let back = Instant::now();
+    wait_until(
+        "every file published after the outage, none failed",
+        Some(&daemon),
+        || {
+            let status = env.ledger().status().unwrap();
+            most_failed = most_failed.max(status.failed);
+            status.published as usize == files.len() && status.failed == 0
+        },
+    );
+    let recovery = back.elapsed();
+    let log = daemon.log_text();
+    daemon.stop_cleanly();
+    for (rel, bytes) in &files {
+        assert!(
+            read(server, rel).as_ref() == Some(bytes),
+            "{rel} wrong on the server"
+        );
+    }
+    let ran_out = paths_that_ran_out(&log);
+    let rounds = log.matches("retrying files whose retries ran out").count();
+    eprintln!(
+        "FIGURE outage default retries {remote}: {} files, server down 20 s, {} files ran out of their 5 attempts (at most {most_failed} failed at once), {rounds} retry rounds, all {} arrived {:.1} s after the server came back, 0 failed, no rescan, no restart",
+        files.len(),
+        ran_out.len(),
+        files.len(),
+        recovery.as_secs_f64()
+    );
+    assert!(
+        !ran_out.is_empty(),
+        "no file ran out of retries: the outage did not test what it should"
+    );
+}
+
+#[test]
+fn files_whose_retries_ran_out_in_a_20_second_webdav_outage_arrive_with_default_settings() {
+    let Some(mut server) = Server::nginx(None) else {
+        return;
+    };
+    let mut env = Env::new();
+    env.set("remote.kind", "webdav")
+        .set("remote.url", &format!("{}/drops/", server.url()));
+    outage_with_default_retries(&mut env, &mut server, "webdav", &|server, rel| {
+        std::fs::read(server.webdav_root().join("drops").join(rel)).ok()
+    });
+}
+
+#[test]
+fn files_whose_retries_ran_out_in_a_20_second_s3_outage_arrive_with_default_settings() {
+    // s3rver keeps objects on disk, so they survive its restart (moto's do not).
+    let Some(mut server) = Server::s3rver("drops") else {
+        return;
+    };
+    let mut env = Env::new();
+    env.set("remote.kind", "s3")
+        .set("remote.endpoint", &server.url())
+        .set("remote.bucket", "drops")
+        .set("remote.region", "us-east-1")
+        .set("remote.path_style", "true")
+        .set("remote.access_key_id", "S3RVER")
+        .set("remote.secret_access_key", "S3RVER");
+    outage_with_default_retries(&mut env, &mut server, "s3", &s3_get);
+}
+
+/// Reads `rel` back from the `drops` bucket with an independent client.
+fn s3_get(server: &Server, rel: &str) -> Option<Vec<u8>> {
+    use object_store::ObjectStoreExt;
+    let store = object_store::aws::AmazonS3Builder::new()
+        .with_endpoint(server.url())
+        .with_allow_http(true)
+        .with_bucket_name("drops")
+        .with_region("us-east-1")
+        .with_access_key_id("S3RVER")
+        .with_secret_access_key("S3RVER")
+        .build()
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let found = store.get(&object_store::path::Path::from(rel)).await.ok()?;
+        found.bytes().await.ok().map(|b| b.to_vec())
+    })
 }

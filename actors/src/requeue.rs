@@ -1,0 +1,271 @@
+//! Second chances for files whose retries ran out: after `upload.retry_failed_after`, every failed
+//! ledger entry whose file still exists goes back to the debouncer, as if it had just been
+//! touched; and as soon as a publish succeeds after some file ran out of retries (the remote is
+//! healthy again), that happens at once. Without this, a 20 s outage strands the files that were
+//! in flight until the next full rescan (10 minutes by default).
+//!
+//! Owns the schedule and the "healthy again" signal. It does not upload, and it does not decide
+//! what a failure is: the stages record failures in the ledger as before, and
+//! [`FailureSignals`], a thin layer over the ledger, notices them. Rounds that leave files failed
+//! back off (the shared [`RetryPolicy`], from `retry_failed_after` up to ten times it), so a file
+//! that can never be sent costs one attempt every few minutes, not a hot loop; a publish after a
+//! ran-out failure resets the backoff.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use futures_util::StreamExt;
+use tokio::sync::Notify;
+
+use crate::debouncer::Debouncer;
+use crate::fileinfo::FileMeta;
+use crate::ledger::{Ledger, LedgerEntry, LedgerError, PublishedFile};
+use crate::messages::PathsTouched;
+use crate::retry::RetryPolicy;
+
+/// Paths handed to the debouncer per message, as the watcher does.
+const BATCH: usize = 512;
+
+/// The ledger as the pipeline sees it, noticing two facts on the way: some file ran out of
+/// retries (its failure was recorded after `max_attempts` attempts, which only transient errors
+/// reach), and a publish was recorded after that.
+pub struct FailureSignals {
+    inner: Arc<dyn Ledger>,
+    max_attempts: u32,
+    ran_out: AtomicBool,
+    healthy_again: Arc<Notify>,
+}
+
+impl FailureSignals {
+    pub fn new(inner: Arc<dyn Ledger>, max_attempts: u32) -> Self {
+        FailureSignals {
+            inner,
+            max_attempts,
+            ran_out: AtomicBool::new(false),
+            healthy_again: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Notified when a publish is recorded after some file ran out of retries.
+    pub fn healthy_again(&self) -> Arc<Notify> {
+        self.healthy_again.clone()
+    }
+}
+
+impl Ledger for FailureSignals {
+    fn lookup(&self, path: &Path) -> Result<Option<LedgerEntry>, LedgerError> {
+        self.inner.lookup(path)
+    }
+
+    fn record_intent(&self, path: &Path, meta: &FileMeta) -> Result<(), LedgerError> {
+        self.inner.record_intent(path, meta)
+    }
+
+    fn record_published(&self, files: &[PublishedFile]) -> Result<(), LedgerError> {
+        self.inner.record_published(files)?;
+        if !files.is_empty() && self.ran_out.swap(false, Ordering::SeqCst) {
+            self.healthy_again.notify_one();
+        }
+        Ok(())
+    }
+
+    fn record_unchanged(&self, path: &Path, meta: &FileMeta) -> Result<(), LedgerError> {
+        self.inner.record_unchanged(path, meta)
+    }
+
+    fn record_failure(&self, path: &Path, error: &str, attempts: u32) -> Result<(), LedgerError> {
+        self.inner.record_failure(path, error, attempts)?;
+        if attempts >= self.max_attempts {
+            self.ran_out.store(true, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+
+    fn forget(&self, path: &Path) -> Result<(), LedgerError> {
+        self.inner.forget(path)
+    }
+
+    fn for_each_path(&self, f: &mut dyn FnMut(&Path)) -> Result<(), LedgerError> {
+        self.inner.for_each_path(f)
+    }
+
+    fn for_each_path_under(&self, dir: &Path, f: &mut dyn FnMut(&Path)) -> Result<(), LedgerError> {
+        self.inner.for_each_path_under(dir, f)
+    }
+
+    fn for_each_failed(&self, f: &mut dyn FnMut(&Path)) -> Result<(), LedgerError> {
+        self.inner.for_each_failed(f)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct RequeueSettings {
+    pub root: PathBuf,
+    /// `upload.retry_failed_after`: the first delay, and the delay after a round that found
+    /// nothing failed.
+    pub after: Duration,
+}
+
+impl RequeueSettings {
+    fn backoff(&self) -> RetryPolicy {
+        RetryPolicy {
+            initial: self.after,
+            max: self.after.saturating_mul(10),
+            max_attempts: u32::MAX,
+        }
+    }
+}
+
+pub struct Requeue {
+    settings: RequeueSettings,
+    ledger: Arc<dyn Ledger>,
+    debouncer: Addr<Debouncer>,
+    healthy_again: Arc<Notify>,
+    delays: Box<dyn Iterator<Item = Duration>>,
+    next_round: Option<SpawnHandle>,
+    running: bool,
+    /// Asked for while a round ran: one more follows it at once.
+    again: bool,
+}
+
+impl Requeue {
+    pub fn new(
+        settings: RequeueSettings,
+        ledger: Arc<dyn Ledger>,
+        debouncer: Addr<Debouncer>,
+        healthy_again: Arc<Notify>,
+    ) -> Self {
+        let delays = Box::new(settings.backoff().delays());
+        Requeue {
+            settings,
+            ledger,
+            debouncer,
+            healthy_again,
+            delays,
+            next_round: None,
+            running: false,
+            again: false,
+        }
+    }
+
+    fn reset_backoff(&mut self) {
+        self.delays = Box::new(self.settings.backoff().delays());
+    }
+
+    fn schedule(&mut self, ctx: &mut Context<Self>) {
+        if let Some(handle) = self.next_round.take() {
+            ctx.cancel_future(handle);
+        }
+        let delay = self.delays.next().unwrap_or(self.settings.after);
+        self.next_round = Some(ctx.run_later(delay, |act, ctx| {
+            act.next_round = None;
+            act.round(ctx);
+        }));
+    }
+
+    /// Finds the failed entries whose file exists (off the actor thread) and hands them to the
+    /// debouncer, waiting for it to take each batch.
+    fn round(&mut self, ctx: &mut Context<Self>) {
+        if self.running {
+            self.again = true;
+            return;
+        }
+        self.running = true;
+        if let Some(handle) = self.next_round.take() {
+            ctx.cancel_future(handle);
+        }
+        let (root, ledger, debouncer) = (
+            self.settings.root.clone(),
+            self.ledger.clone(),
+            self.debouncer.clone(),
+        );
+        let work = async move {
+            let found = tokio::task::spawn_blocking(move || {
+                let mut paths = Vec::new();
+                let listed = ledger.for_each_failed(&mut |rel| {
+                    // A failed file that is gone is the removal's business (and the rescan's).
+                    if std::fs::symlink_metadata(root.join(rel)).is_ok() {
+                        paths.push(rel.to_path_buf());
+                    }
+                });
+                if let Err(e) = listed {
+                    tracing::warn!("{e}");
+                }
+                paths
+            })
+            .await
+            .unwrap_or_default();
+            let count = found.len();
+            if count > 0 {
+                tracing::info!(
+                    files = count,
+                    "retrying files whose retries ran out (upload.retry_failed_after)"
+                );
+            }
+            let mut found = found.into_iter().peekable();
+            while found.peek().is_some() {
+                let batch: Vec<PathBuf> = found.by_ref().take(BATCH).collect();
+                if debouncer.send(PathsTouched(batch)).await.is_err() {
+                    break; // shutting down
+                }
+            }
+            count
+        };
+        ctx.spawn(work.into_actor(self).map(|count, act, ctx| {
+            act.running = false;
+            if count == 0 {
+                act.reset_backoff();
+            }
+            if std::mem::take(&mut act.again) {
+                act.round(ctx);
+            } else {
+                act.schedule(ctx);
+            }
+        }));
+    }
+}
+
+impl Actor for Requeue {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let signals = futures_util::stream::unfold(self.healthy_again.clone(), |n| async move {
+            n.notified().await;
+            Some(((), n))
+        })
+        .boxed();
+        ctx.add_stream(signals);
+        // The start-up scan already reports failed entries; the first round waits a full delay.
+        self.schedule(ctx);
+    }
+}
+
+/// The remote is healthy again: retry at once, and from the shortest delay on.
+impl StreamHandler<()> for Requeue {
+    fn handle(&mut self, _: (), ctx: &mut Self::Context) {
+        tracing::info!("a publish succeeded after files ran out of retries; retrying them now");
+        self.reset_backoff();
+        self.round(ctx);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_starts_at_the_setting_and_stays_within_ten_times_it() {
+        let settings = RequeueSettings {
+            root: PathBuf::new(),
+            after: Duration::from_millis(100),
+        };
+        let delays: Vec<_> = settings.backoff().delays().take(20).collect();
+        assert_eq!(delays.len(), 20, "rounds never stop");
+        assert!(delays[0] >= Duration::from_millis(100));
+        // Jitter adds up to one more delay's worth on top of the cap.
+        assert!(delays.iter().all(|d| *d <= Duration::from_secs(2)));
+    }
+}
