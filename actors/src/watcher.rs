@@ -468,6 +468,19 @@ impl Scan {
             self.watch(&abs, &mut out_of_watches);
             let entries = match std::fs::read_dir(&abs) {
                 Ok(entries) => entries,
+                // Gone since the stat: churn, as above.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+                    ) =>
+                {
+                    tracing::debug!(dir = %abs.display(), "directory gone before it was listed");
+                    if !self.report_gone(rel, &mut batch) {
+                        return true;
+                    }
+                    continue;
+                }
                 Err(e) => {
                     tracing::warn!(dir = %abs.display(), "cannot list directory, skipping it: {e}");
                     continue;
