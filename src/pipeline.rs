@@ -53,7 +53,7 @@ impl Pipeline {
         };
         // Every stage records through this layer, so the requeue learns when files ran out of
         // retries and when the remote is healthy again without any stage knowing about it.
-        let signals = Arc::new(FailureSignals::new(ledger, settings.upload.max_attempts));
+        let signals = Arc::new(FailureSignals::new(ledger, &retry));
         let healthy_again = signals.healthy_again();
         let ledger: Arc<dyn Ledger> = signals;
         let mailbox = Arc::new(Mailbox::new());

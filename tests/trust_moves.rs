@@ -259,12 +259,19 @@ fn outage_with_default_retries(
     }
     let ran_out = paths_that_ran_out(&log);
     let rounds = log.matches("retrying files whose retries ran out").count();
+    let at_once = log
+        .matches("a publish succeeded after files ran out")
+        .count();
     eprintln!(
-        "FIGURE outage default retries {remote}: {} files, server down 20 s, {} files ran out of their 5 attempts (at most {most_failed} failed at once), {rounds} retry rounds, all {} arrived {:.1} s after the server came back, 0 failed, no rescan, no restart",
+        "FIGURE outage default retries {remote}: {} files, server down 20 s, {} files ran out of their 5 attempts (at most {most_failed} failed at once), {rounds} retry rounds ({at_once} started by the first publish after the outage), all {} arrived {:.1} s after the server came back, 0 failed, no rescan, no restart",
         files.len(),
         ran_out.len(),
         files.len(),
         recovery.as_secs_f64()
+    );
+    assert!(
+        at_once >= 1,
+        "the publish after the outage did not start a retry round at once"
     );
     assert!(
         !ran_out.is_empty(),

@@ -1,7 +1,7 @@
 //! Second chances for files whose retries ran out: after `upload.retry_failed_after`, every failed
 //! ledger entry whose file still exists goes back to the debouncer, as if it had just been
-//! touched; and as soon as a publish succeeds after some file ran out of retries (the remote is
-//! healthy again), that happens at once. Without this, a 20 s outage strands the files that were
+//! touched; and as soon as a publish succeeds after files ran out of retries while nothing could
+//! be published (the remote is healthy again), that happens at once. Without this, a 20 s outage strands the files that were
 //! in flight until the next full rescan (10 minutes by default).
 //!
 //! Owns the schedule and the "healthy again" signal. It does not upload, and it does not decide
@@ -13,8 +13,8 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use futures_util::StreamExt;
@@ -29,24 +29,38 @@ use crate::retry::RetryPolicy;
 /// Paths handed to the debouncer per message, as the watcher does.
 const BATCH: usize = 512;
 
-/// The ledger as the pipeline sees it, noticing two facts on the way: some file ran out of
-/// retries (its failure was recorded after `max_attempts` attempts, which only transient errors
-/// reach), and a publish was recorded after that.
+/// The ledger as the pipeline sees it, noticing two facts on the way: the remote looked down (a
+/// file ran out of retries, which only transient errors reach, and nothing at all was published
+/// while it was retrying), and a publish was recorded after that. A file that keeps failing
+/// while others are published is that file's trouble, not an outage: it waits for the timer, so
+/// it cannot be retried after every publish.
 pub struct FailureSignals {
     inner: Arc<dyn Ledger>,
     max_attempts: u32,
-    ran_out: AtomicBool,
+    /// The least time a file that ran out of attempts was retrying.
+    retry_span: Duration,
+    last_published: Mutex<Option<Instant>>,
+    remote_was_down: AtomicBool,
     healthy_again: Arc<Notify>,
 }
 
 impl FailureSignals {
-    pub fn new(inner: Arc<dyn Ledger>, max_attempts: u32) -> Self {
+    /// `retry` is the policy the upload slots and the linker retry with.
+    pub fn new(inner: Arc<dyn Ledger>, retry: &RetryPolicy) -> Self {
         FailureSignals {
             inner,
-            max_attempts,
-            ran_out: AtomicBool::new(false),
+            max_attempts: retry.max_attempts,
+            retry_span: retry.least_total(),
+            last_published: Mutex::new(None),
+            remote_was_down: AtomicBool::new(false),
             healthy_again: Arc::new(Notify::new()),
         }
+    }
+
+    fn lock_last_published(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        self.last_published
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Notified when a publish is recorded after some file ran out of retries.
@@ -66,7 +80,11 @@ impl Ledger for FailureSignals {
 
     fn record_published(&self, files: &[PublishedFile]) -> Result<(), LedgerError> {
         self.inner.record_published(files)?;
-        if !files.is_empty() && self.ran_out.swap(false, Ordering::SeqCst) {
+        if files.is_empty() {
+            return Ok(());
+        }
+        *self.lock_last_published() = Some(Instant::now());
+        if self.remote_was_down.swap(false, Ordering::SeqCst) {
             self.healthy_again.notify_one();
         }
         Ok(())
@@ -78,8 +96,13 @@ impl Ledger for FailureSignals {
 
     fn record_failure(&self, path: &Path, error: &str, attempts: u32) -> Result<(), LedgerError> {
         self.inner.record_failure(path, error, attempts)?;
-        if attempts >= self.max_attempts {
-            self.ran_out.store(true, Ordering::SeqCst);
+        // With a single attempt there is no retry span to tell an outage by.
+        let ran_out = attempts >= self.max_attempts && !self.retry_span.is_zero();
+        let nothing_published_meanwhile = self
+            .lock_last_published()
+            .is_none_or(|at| at.elapsed() >= self.retry_span);
+        if ran_out && nothing_published_meanwhile {
+            self.remote_was_down.store(true, Ordering::SeqCst);
         }
         Ok(())
     }
@@ -255,6 +278,95 @@ impl StreamHandler<()> for Requeue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures_util::FutureExt;
+
+    /// Stands in for the SQLite ledger, which lives in the `dropslot` crate: these tests are
+    /// about what [`FailureSignals`] notices, not about storage.
+    struct NoStorage;
+
+    impl Ledger for NoStorage {
+        fn lookup(&self, _: &Path) -> Result<Option<LedgerEntry>, LedgerError> {
+            Ok(None)
+        }
+        fn record_intent(&self, _: &Path, _: &FileMeta) -> Result<(), LedgerError> {
+            Ok(())
+        }
+        fn record_published(&self, _: &[PublishedFile]) -> Result<(), LedgerError> {
+            Ok(())
+        }
+        fn record_unchanged(&self, _: &Path, _: &FileMeta) -> Result<(), LedgerError> {
+            Ok(())
+        }
+        fn record_failure(&self, _: &Path, _: &str, _: u32) -> Result<(), LedgerError> {
+            Ok(())
+        }
+        fn forget(&self, _: &Path) -> Result<(), LedgerError> {
+            Ok(())
+        }
+        fn for_each_path(&self, _: &mut dyn FnMut(&Path)) -> Result<(), LedgerError> {
+            Ok(())
+        }
+        fn for_each_path_under(
+            &self,
+            _: &Path,
+            _: &mut dyn FnMut(&Path),
+        ) -> Result<(), LedgerError> {
+            Ok(())
+        }
+        fn for_each_failed(&self, _: &mut dyn FnMut(&Path)) -> Result<(), LedgerError> {
+            Ok(())
+        }
+    }
+
+    fn published() -> Vec<PublishedFile> {
+        vec![PublishedFile {
+            path: PathBuf::from("ok.txt"),
+            meta: FileMeta {
+                size: 1,
+                mtime_ns: 1,
+                ctime_ns: 1,
+                inode: 1,
+            },
+            sha256: [0; 32],
+            remote_ref: String::new(),
+        }]
+    }
+
+    #[test]
+    fn a_publish_after_an_outage_signals_healthy_but_one_file_failing_among_publishes_does_not() {
+        let retry = RetryPolicy {
+            initial: Duration::from_millis(20),
+            max: Duration::from_millis(20),
+            max_attempts: 3,
+        };
+        let signals = FailureSignals::new(Arc::new(NoStorage), &retry);
+        let healthy = signals.healthy_again();
+        let signalled = || healthy.notified().now_or_never().is_some();
+
+        // Ran out while nothing was published at all: an outage.
+        signals.record_failure(Path::new("a"), "down", 3).unwrap();
+        signals.record_published(&published()).unwrap();
+        assert!(signalled());
+
+        // Ran out while another file was published moments ago: that file's own trouble.
+        signals
+            .record_failure(Path::new("b"), "refused", 3)
+            .unwrap();
+        signals.record_published(&published()).unwrap();
+        assert!(!signalled());
+
+        // Not out of attempts (a permanent error on the first try): no outage either.
+        std::thread::sleep(Duration::from_millis(60));
+        signals.record_failure(Path::new("c"), "denied", 1).unwrap();
+        signals.record_published(&published()).unwrap();
+        assert!(!signalled());
+
+        // Nothing published for longer than the retry span before running out: an outage.
+        std::thread::sleep(Duration::from_millis(60));
+        signals.record_failure(Path::new("d"), "down", 3).unwrap();
+        signals.record_published(&published()).unwrap();
+        assert!(signalled());
+    }
 
     #[test]
     fn backoff_starts_at_the_setting_and_stays_within_ten_times_it() {
