@@ -162,7 +162,6 @@ impl Pipeline {
         let requeue = (!settings.upload.retry_failed_after.is_zero()).then(|| {
             Requeue::new(
                 RequeueSettings {
-                    root: root.clone(),
                     after: settings.upload.retry_failed_after,
                 },
                 ledger.clone(),

@@ -394,3 +394,58 @@ fn directory_churn_does_not_flood_the_log_with_watch_warnings() {
         warnings.first().map_or("-", String::as_str)
     );
 }
+
+#[test]
+fn a_delete_that_ran_out_of_retries_in_an_outage_is_done_when_the_server_is_back() {
+    let Some(mut server) = Server::nginx(None) else {
+        return;
+    };
+    let mut env = Env::new();
+    env.set("remote.kind", "webdav")
+        .set("remote.url", &format!("{}/drops/", server.url()))
+        .set("remote.on_delete", "delete")
+        .set("watch.rescan_interval", NO_RESCAN)
+        // The defaults of config/dropslot.toml (`Env::new` shortens them).
+        .set("upload.retry_initial", "500ms")
+        .set("upload.retry_max", "30s");
+    let root = server.webdav_root().join("drops");
+    env.write("a.txt", b"renamed during the outage\n");
+    env.write("keep.txt", b"stays\n");
+    let daemon = env.spawn();
+    wait_remote_matches(&env, &daemon, &root, Instant::now(), "initial publish");
+
+    server.stop();
+    mv(&env.drop.join("a.txt"), &env.drop.join("b.txt"));
+    let outage = Instant::now();
+    wait_until(
+        "the delete of a.txt and the upload of b.txt ran out of attempts",
+        Some(&daemon),
+        || {
+            let status = env.ledger().status().unwrap();
+            status
+                .failures
+                .iter()
+                .any(|f| f.path == "a.txt" && f.error.starts_with("delete failed"))
+                && status.failures.iter().any(|f| f.path == "b.txt")
+        },
+    );
+    let failed_after = outage.elapsed();
+    server.start();
+    let back = Instant::now();
+    // The remote is seen healthy again by the next publish.
+    env.write("c.txt", b"written after the outage\n");
+    let took = wait_remote_matches(&env, &daemon, &root, back, "after the outage");
+    wait_until(
+        "status counts what is there, none failed",
+        Some(&daemon),
+        || {
+            let status = env.ledger().status().unwrap();
+            status.published == 3 && status.failed == 0
+        },
+    );
+    daemon.stop_cleanly();
+    eprintln!(
+        "FIGURE failed delete: `mv a.txt b.txt` with the WebDAV server down; the delete of a.txt ran out of its 5 attempts after {:.1} s; a.txt was gone and b.txt there {took:.1} s after the server came back (rescan 1 h)",
+        failed_after.as_secs_f64()
+    );
+}

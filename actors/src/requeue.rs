@@ -1,6 +1,7 @@
 //! Second chances for files whose retries ran out: after `upload.retry_failed_after`, every failed
-//! ledger entry whose file still exists goes back to the debouncer, as if it had just been
-//! touched; and as soon as a publish succeeds after files ran out of retries while nothing could
+//! ledger entry goes back to the debouncer, as if it had just been touched (the stability checker
+//! uploads a file that exists, deletes again the remote copy of one whose delete failed, and
+//! forgets a failed file that is gone); and as soon as a publish succeeds after files ran out of retries while nothing could
 //! be published (the remote is healthy again), that happens at once. Without this, a 20 s outage strands the files that were
 //! in flight until the next full rescan (10 minutes by default).
 //!
@@ -126,7 +127,6 @@ impl Ledger for FailureSignals {
 
 #[derive(Clone, Debug)]
 pub struct RequeueSettings {
-    pub root: PathBuf,
     /// `upload.retry_failed_after`: the first delay, and the delay after a round that found
     /// nothing failed.
     pub after: Duration,
@@ -189,8 +189,8 @@ impl Requeue {
         }));
     }
 
-    /// Finds the failed entries whose file exists (off the actor thread) and hands them to the
-    /// debouncer, waiting for it to take each batch.
+    /// Lists the failed entries (off the actor thread) and hands them to the debouncer, waiting
+    /// for it to take each batch.
     fn round(&mut self, ctx: &mut Context<Self>) {
         if self.running {
             self.again = true;
@@ -200,20 +200,11 @@ impl Requeue {
         if let Some(handle) = self.next_round.take() {
             ctx.cancel_future(handle);
         }
-        let (root, ledger, debouncer) = (
-            self.settings.root.clone(),
-            self.ledger.clone(),
-            self.debouncer.clone(),
-        );
+        let (ledger, debouncer) = (self.ledger.clone(), self.debouncer.clone());
         let work = async move {
             let found = tokio::task::spawn_blocking(move || {
                 let mut paths = Vec::new();
-                let listed = ledger.for_each_failed(&mut |rel| {
-                    // A failed file that is gone is the removal's business (and the rescan's).
-                    if std::fs::symlink_metadata(root.join(rel)).is_ok() {
-                        paths.push(rel.to_path_buf());
-                    }
-                });
+                let listed = ledger.for_each_failed(&mut |rel| paths.push(rel.to_path_buf()));
                 if let Err(e) = listed {
                     tracing::warn!("{e}");
                 }
@@ -371,7 +362,6 @@ mod tests {
     #[test]
     fn backoff_starts_at_the_setting_and_stays_within_ten_times_it() {
         let settings = RequeueSettings {
-            root: PathBuf::new(),
             after: Duration::from_millis(100),
         };
         let delays: Vec<_> = settings.backoff().delays().take(20).collect();
