@@ -51,11 +51,10 @@ impl Pipeline {
             max: settings.upload.retry_max,
             max_attempts: settings.upload.max_attempts,
         };
-        // Every stage records through this layer, so the requeue learns when files ran out of
-        // retries and when the remote is healthy again without any stage knowing about it.
+        // Every stage records through this layer, so the requeue learns of outages and of their
+        // end without any stage knowing about it.
         let signals = Arc::new(FailureSignals::new(ledger, &retry));
-        let healthy_again = signals.healthy_again();
-        let ledger: Arc<dyn Ledger> = signals;
+        let ledger: Arc<dyn Ledger> = signals.clone();
         let mailbox = Arc::new(Mailbox::new());
         let mut stats = Vec::new();
         let mut new_stats = |name: String| {
@@ -107,6 +106,7 @@ impl Pipeline {
         )
         .start();
 
+        let requeue_remote = remote.clone();
         let deps = Arc::new(SlotDeps {
             remote,
             ledger: ledger.clone(),
@@ -163,10 +163,11 @@ impl Pipeline {
             Requeue::new(
                 RequeueSettings {
                     after: settings.upload.retry_failed_after,
+                    probe: retry.clone(),
                 },
-                ledger.clone(),
+                signals,
+                requeue_remote,
                 debouncer.clone(),
-                healthy_again,
             )
             .start()
         });

@@ -1,48 +1,50 @@
 //! Second chances for files whose retries ran out: after `upload.retry_failed_after`, every failed
 //! ledger entry goes back to the debouncer, as if it had just been touched (the stability checker
 //! uploads a file that exists, deletes again the remote copy of one whose delete failed, and
-//! forgets a failed file that is gone); and as soon as a publish succeeds after files ran out of retries while nothing could
-//! be published (the remote is healthy again), that happens at once. Without this, a 20 s outage strands the files that were
-//! in flight until the next full rescan (10 minutes by default).
+//! forgets a failed file that is gone); and as soon as the remote is seen healthy again after an
+//! outage, that happens at once. Without this, a 20 s outage strands the files that were in
+//! flight until the next full rescan (10 minutes by default).
 //!
-//! Owns the schedule and the "healthy again" signal. It does not upload, and it does not decide
-//! what a failure is: the stages record failures in the ledger as before, and
-//! [`FailureSignals`], a thin layer over the ledger, notices them. Rounds that leave files failed
+//! Owns the schedule, the outage signal and the probe. It does not upload, and it does not decide
+//! what a failure is: the stages record failures in the ledger as before, and [`FailureSignals`],
+//! a thin layer over the ledger, notices them. An outage is files running out of retries while
+//! nothing at all could be published; it ends with the next publish, or with the remote's own
+//! `check` answering, which is probed meanwhile on the upload retry schedule (a probe is one cheap
+//! request, where a round would be every failed file's attempts). Rounds that leave files failed
 //! back off (the shared [`RetryPolicy`], from `retry_failed_after` up to ten times it), so a file
-//! that can never be sent costs one attempt every few minutes, not a hot loop; a publish after a
-//! ran-out failure resets the backoff.
+//! that can never be sent costs one attempt every few minutes, not a hot loop.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use futures_util::StreamExt;
-use tokio::sync::Notify;
+use tokio::sync::watch;
 
 use crate::debouncer::Debouncer;
 use crate::fileinfo::FileMeta;
 use crate::ledger::{Ledger, LedgerEntry, LedgerError, PublishedFile};
 use crate::messages::PathsTouched;
+use crate::remote::Remote;
 use crate::retry::RetryPolicy;
 
 /// Paths handed to the debouncer per message, as the watcher does.
 const BATCH: usize = 512;
 
-/// The ledger as the pipeline sees it, noticing two facts on the way: the remote looked down (a
-/// file ran out of retries, which only transient errors reach, and nothing at all was published
-/// while it was retrying), and a publish was recorded after that. A file that keeps failing
-/// while others are published is that file's trouble, not an outage: it waits for the timer, so
-/// it cannot be retried after every publish.
+/// The ledger as the pipeline sees it, noticing outages on the way: a file ran out of retries
+/// (which only transient errors reach) and nothing at all was published while it was retrying.
+/// A file that keeps failing while others are published is that file's trouble, not an outage:
+/// it waits for the timer, so it cannot be retried after every publish. The outage ends with the
+/// next recorded publish or [`FailureSignals::remote_answers`].
 pub struct FailureSignals {
     inner: Arc<dyn Ledger>,
     max_attempts: u32,
     /// The least time a file that ran out of attempts was retrying.
     retry_span: Duration,
     last_published: Mutex<Option<Instant>>,
-    remote_was_down: AtomicBool,
-    healthy_again: Arc<Notify>,
+    /// True during an outage; [`Requeue`] watches it.
+    remote_down: watch::Sender<bool>,
 }
 
 impl FailureSignals {
@@ -53,20 +55,20 @@ impl FailureSignals {
             max_attempts: retry.max_attempts,
             retry_span: retry.least_total(),
             last_published: Mutex::new(None),
-            remote_was_down: AtomicBool::new(false),
-            healthy_again: Arc::new(Notify::new()),
+            remote_down: watch::Sender::new(false),
         }
+    }
+
+    /// The remote was seen working (a publish, or a probe): ends an outage, if one was on.
+    pub fn remote_answers(&self) {
+        self.remote_down
+            .send_if_modified(|down| std::mem::replace(down, false));
     }
 
     fn lock_last_published(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
         self.last_published
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Notified when a publish is recorded after some file ran out of retries.
-    pub fn healthy_again(&self) -> Arc<Notify> {
-        self.healthy_again.clone()
     }
 }
 
@@ -81,12 +83,9 @@ impl Ledger for FailureSignals {
 
     fn record_published(&self, files: &[PublishedFile]) -> Result<(), LedgerError> {
         self.inner.record_published(files)?;
-        if files.is_empty() {
-            return Ok(());
-        }
-        *self.lock_last_published() = Some(Instant::now());
-        if self.remote_was_down.swap(false, Ordering::SeqCst) {
-            self.healthy_again.notify_one();
+        if !files.is_empty() {
+            *self.lock_last_published() = Some(Instant::now());
+            self.remote_answers();
         }
         Ok(())
     }
@@ -103,7 +102,8 @@ impl Ledger for FailureSignals {
             .lock_last_published()
             .is_none_or(|at| at.elapsed() >= self.retry_span);
         if ran_out && nothing_published_meanwhile {
-            self.remote_was_down.store(true, Ordering::SeqCst);
+            self.remote_down
+                .send_if_modified(|down| !std::mem::replace(down, true));
         }
         Ok(())
     }
@@ -130,6 +130,9 @@ pub struct RequeueSettings {
     /// `upload.retry_failed_after`: the first delay, and the delay after a round that found
     /// nothing failed.
     pub after: Duration,
+    /// How often to probe the remote during an outage: the upload retry schedule, without its
+    /// attempt limit.
+    pub probe: RetryPolicy,
 }
 
 impl RequeueSettings {
@@ -140,37 +143,50 @@ impl RequeueSettings {
             max_attempts: u32::MAX,
         }
     }
+
+    fn probe_delays(&self) -> Box<dyn Iterator<Item = Duration>> {
+        Box::new(
+            RetryPolicy {
+                max_attempts: u32::MAX,
+                ..self.probe.clone()
+            }
+            .delays(),
+        )
+    }
 }
 
 pub struct Requeue {
     settings: RequeueSettings,
-    ledger: Arc<dyn Ledger>,
+    signals: Arc<FailureSignals>,
+    remote: Arc<dyn Remote>,
     debouncer: Addr<Debouncer>,
-    healthy_again: Arc<Notify>,
     delays: Box<dyn Iterator<Item = Duration>>,
     next_round: Option<SpawnHandle>,
     running: bool,
     /// Asked for while a round ran: one more follows it at once.
     again: bool,
+    /// During an outage: the delays between probes.
+    probing: Option<Box<dyn Iterator<Item = Duration>>>,
 }
 
 impl Requeue {
     pub fn new(
         settings: RequeueSettings,
-        ledger: Arc<dyn Ledger>,
+        signals: Arc<FailureSignals>,
+        remote: Arc<dyn Remote>,
         debouncer: Addr<Debouncer>,
-        healthy_again: Arc<Notify>,
     ) -> Self {
         let delays = Box::new(settings.backoff().delays());
         Requeue {
             settings,
-            ledger,
+            signals,
+            remote,
             debouncer,
-            healthy_again,
             delays,
             next_round: None,
             running: false,
             again: false,
+            probing: None,
         }
     }
 
@@ -200,7 +216,7 @@ impl Requeue {
         if let Some(handle) = self.next_round.take() {
             ctx.cancel_future(handle);
         }
-        let (ledger, debouncer) = (self.ledger.clone(), self.debouncer.clone());
+        let (ledger, debouncer) = (self.signals.clone(), self.debouncer.clone());
         let work = async move {
             let found = tokio::task::spawn_blocking(move || {
                 let mut paths = Vec::new();
@@ -240,36 +256,76 @@ impl Requeue {
             }
         }));
     }
+
+    /// Waits the next probe delay, then asks the remote's `check`; an answer ends the outage.
+    fn probe_later(&mut self, ctx: &mut Context<Self>) {
+        let Some(delay) = self.probing.as_mut().and_then(Iterator::next) else {
+            return;
+        };
+        ctx.run_later(delay, |act, ctx| {
+            if act.probing.is_none() {
+                return; // a publish ended the outage meanwhile
+            }
+            let remote = act.remote.clone();
+            let check = async move { remote.check().await };
+            ctx.spawn(check.into_actor(act).map(|answer, act, ctx| {
+                if act.probing.is_none() {
+                    return;
+                }
+                match answer {
+                    Ok(()) => act.signals.remote_answers(),
+                    Err(e) => {
+                        tracing::debug!("the remote does not answer yet: {e}");
+                        act.probe_later(ctx);
+                    }
+                }
+            }));
+        });
+    }
 }
 
 impl Actor for Requeue {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        let signals = futures_util::stream::unfold(self.healthy_again.clone(), |n| async move {
-            n.notified().await;
-            Some(((), n))
-        })
+        let outages = futures_util::stream::unfold(
+            self.signals.remote_down.subscribe(),
+            |mut rx| async move {
+                rx.changed().await.ok()?;
+                let down = *rx.borrow_and_update();
+                Some((down, rx))
+            },
+        )
         .boxed();
-        ctx.add_stream(signals);
+        ctx.add_stream(outages);
         // The start-up scan already reports failed entries; the first round waits a full delay.
         self.schedule(ctx);
     }
 }
 
-/// The remote is healthy again: retry at once, and from the shortest delay on.
-impl StreamHandler<()> for Requeue {
-    fn handle(&mut self, _: (), ctx: &mut Self::Context) {
-        tracing::info!("a publish succeeded after files ran out of retries; retrying them now");
-        self.reset_backoff();
-        self.round(ctx);
+/// An outage began (`true`) or ended (`false`).
+impl StreamHandler<bool> for Requeue {
+    fn handle(&mut self, down: bool, ctx: &mut Self::Context) {
+        if down {
+            if self.probing.is_none() {
+                tracing::warn!("files ran out of retries while nothing could be published: the remote looks down; probing it until it answers");
+                self.probing = Some(self.settings.probe_delays());
+                self.probe_later(ctx);
+            }
+        } else {
+            self.probing = None;
+            tracing::info!(
+                "the remote answers again; retrying the files whose retries ran out now"
+            );
+            self.reset_backoff();
+            self.round(ctx);
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use futures_util::FutureExt;
 
     /// Stands in for the SQLite ledger, which lives in the `dropslot` crate: these tests are
     /// about what [`FailureSignals`] notices, not about storage.
@@ -324,18 +380,24 @@ mod tests {
     }
 
     #[test]
-    fn a_publish_after_an_outage_signals_healthy_but_one_file_failing_among_publishes_does_not() {
+    fn an_outage_is_files_running_out_while_nothing_is_published_and_a_publish_ends_it() {
         let retry = RetryPolicy {
             initial: Duration::from_millis(20),
             max: Duration::from_millis(20),
             max_attempts: 3,
         };
         let signals = FailureSignals::new(Arc::new(NoStorage), &retry);
-        let healthy = signals.healthy_again();
-        let signalled = || healthy.notified().now_or_never().is_some();
+        let mut outages = signals.remote_down.subscribe();
+        // The outage signal went up and came down again since the last look.
+        let mut signalled = || {
+            let changed = outages.has_changed().unwrap();
+            outages.mark_unchanged();
+            changed
+        };
 
         // Ran out while nothing was published at all: an outage.
         signals.record_failure(Path::new("a"), "down", 3).unwrap();
+        assert!(*signals.remote_down.borrow());
         signals.record_published(&published()).unwrap();
         assert!(signalled());
 
@@ -363,6 +425,11 @@ mod tests {
     fn backoff_starts_at_the_setting_and_stays_within_ten_times_it() {
         let settings = RequeueSettings {
             after: Duration::from_millis(100),
+            probe: RetryPolicy {
+                initial: Duration::from_millis(10),
+                max: Duration::from_millis(20),
+                max_attempts: 5,
+            },
         };
         let delays: Vec<_> = settings.backoff().delays().take(20).collect();
         assert_eq!(delays.len(), 20, "rounds never stop");
