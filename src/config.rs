@@ -89,6 +89,8 @@ pub struct UploadConfig {
     pub retry_max: Duration,
     pub max_attempts: u32,
     #[serde(with = "humantime_serde")]
+    pub retry_failed_after: Duration,
+    #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
 }
 

@@ -38,6 +38,9 @@ CREATE TABLE IF NOT EXISTS waiting_for_writer (
     path  BLOB PRIMARY KEY,
     since INTEGER NOT NULL
 ) WITHOUT ROWID;
+-- Failed entries are looked up every `upload.retry_failed_after`; a partial index keeps that
+-- proportional to the failures, not to the ledger.
+CREATE INDEX IF NOT EXISTS files_failed ON files(status) WHERE status = 'failed';
 ";
 
 pub struct SqliteLedger {
@@ -65,6 +68,16 @@ pub struct FailureReport {
 
 fn path_bytes(p: &Path) -> &[u8] {
     p.as_os_str().as_bytes()
+}
+
+/// The key range holding every path strictly below `dir`: from `dir/` up to, not including,
+/// `dir0` (`'0'` follows `'/'`). Keys compare as bytes, so this is a search of the primary key.
+fn range_under(dir: &Path) -> (Vec<u8>, Vec<u8>) {
+    let mut low = path_bytes(dir).to_vec();
+    let mut high = low.clone();
+    low.push(b'/');
+    high.push(b'/' + 1);
+    (low, high)
 }
 
 fn now_secs() -> i64 {
@@ -332,9 +345,34 @@ impl Ledger for SqliteLedger {
     }
 
     fn for_each_path(&self, f: &mut dyn FnMut(&Path)) -> Result<(), LedgerError> {
+        self.for_each_row("SELECT path FROM files", &[], f)
+    }
+
+    fn for_each_path_under(&self, dir: &Path, f: &mut dyn FnMut(&Path)) -> Result<(), LedgerError> {
+        let (low, high) = range_under(dir);
+        self.for_each_row(
+            "SELECT path FROM files WHERE path >= ?1 AND path < ?2",
+            &[&low, &high],
+            f,
+        )
+    }
+
+    fn for_each_failed(&self, f: &mut dyn FnMut(&Path)) -> Result<(), LedgerError> {
+        self.for_each_row("SELECT path FROM files WHERE status = 'failed'", &[], f)
+    }
+}
+
+impl SqliteLedger {
+    /// Runs a query whose first column is a path and calls `f` with each.
+    fn for_each_row(
+        &self,
+        sql: &str,
+        params: &[&dyn rusqlite::ToSql],
+        f: &mut dyn FnMut(&Path),
+    ) -> Result<(), LedgerError> {
         self.with(|c| {
-            let mut stmt = c.prepare("SELECT path FROM files")?;
-            let mut rows = stmt.query([])?;
+            let mut stmt = c.prepare_cached(sql)?;
+            let mut rows = stmt.query(params)?;
             while let Some(row) = rows.next()? {
                 let bytes: Vec<u8> = row.get(0)?;
                 f(Path::new(OsStr::from_bytes(&bytes)));
@@ -389,6 +427,56 @@ mod tests {
         assert_eq!(report.failures[0].error, "boom");
         ledger.forget(&path).unwrap();
         assert!(ledger.lookup(&path).unwrap().is_none());
+    }
+
+    #[test]
+    fn paths_under_a_directory_and_failed_paths_come_from_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = SqliteLedger::open(&dir.path().join("l.sqlite")).unwrap();
+        let meta = FileMeta {
+            size: 1,
+            mtime_ns: 1,
+            ctime_ns: 1,
+            inode: 1,
+        };
+        // Neighbours that sort just before, between and after `d/...` must stay out.
+        for p in [
+            "d", "d/a", "d/sub/b", "d.txt", "d0", "d-x/c", "dd/e", "c/d/f",
+        ] {
+            ledger.record_intent(Path::new(p), &meta).unwrap();
+        }
+        ledger
+            .record_failure(Path::new("d.txt"), "boom", 5)
+            .unwrap();
+        let mut under = Vec::new();
+        ledger
+            .for_each_path_under(Path::new("d"), &mut |p| under.push(p.to_path_buf()))
+            .unwrap();
+        assert_eq!(under, [PathBuf::from("d/a"), PathBuf::from("d/sub/b")]);
+        let mut failed = Vec::new();
+        ledger
+            .for_each_failed(&mut |p| failed.push(p.to_path_buf()))
+            .unwrap();
+        assert_eq!(failed, [PathBuf::from("d.txt")]);
+
+        // Neither query may scan the table: the ledger can hold millions of entries.
+        let plan = |sql: &str| -> String {
+            ledger
+                .with(|c| {
+                    let mut stmt = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+                    let rows = stmt.query_map([], |r| r.get::<_, String>(3))?;
+                    rows.collect::<rusqlite::Result<Vec<_>>>()
+                })
+                .unwrap()
+                .join("; ")
+        };
+        let under = plan("SELECT path FROM files WHERE path >= x'642f' AND path < x'6430'");
+        assert!(
+            under.contains("SEARCH") && under.contains("PRIMARY KEY"),
+            "{under}"
+        );
+        let failed = plan("SELECT path FROM files WHERE status = 'failed'");
+        assert!(failed.contains("files_failed"), "{failed}");
     }
 
     #[test]

@@ -16,6 +16,7 @@ use dropslot_actors::linker::{Linker, LinkerSettings};
 use dropslot_actors::mailbox::{Mailbox, Tracker};
 use dropslot_actors::messages::{StopWatching, UploadJob};
 use dropslot_actors::remote::Remote;
+use dropslot_actors::requeue::{FailureSignals, Requeue, RequeueSettings};
 use dropslot_actors::retry::RetryPolicy;
 use dropslot_actors::snapshot::{SnapshotArea, SnapshotCopier, SnapshotSettings};
 use dropslot_actors::stability::{DeletePolicy, StabilityChecker, StabilitySettings};
@@ -27,6 +28,9 @@ use crate::config::{OnDelete, Settings};
 
 pub struct Pipeline {
     watcher: Addr<Watcher>,
+    /// Kept so the actor lives as long as the pipeline; `None` if `upload.retry_failed_after`
+    /// is zero.
+    _requeue: Option<Addr<Requeue>>,
     mailbox: Arc<Mailbox>,
     progress: Arc<ScanProgress>,
     upload_queue: async_channel::Sender<UploadJob>,
@@ -47,6 +51,10 @@ impl Pipeline {
             max: settings.upload.retry_max,
             max_attempts: settings.upload.max_attempts,
         };
+        // Every stage records through this layer, so the requeue learns of outages and of their
+        // end without any stage knowing about it.
+        let signals = Arc::new(FailureSignals::new(ledger, &retry));
+        let ledger: Arc<dyn Ledger> = signals.clone();
         let mailbox = Arc::new(Mailbox::new());
         let mut stats = Vec::new();
         let mut new_stats = |name: String| {
@@ -98,6 +106,7 @@ impl Pipeline {
         )
         .start();
 
+        let requeue_remote = remote.clone();
         let deps = Arc::new(SlotDeps {
             remote,
             ledger: ledger.clone(),
@@ -151,6 +160,19 @@ impl Pipeline {
             new_stats("debouncer".into()),
         ));
 
+        let requeue = (!settings.upload.retry_failed_after.is_zero()).then(|| {
+            Requeue::new(
+                RequeueSettings {
+                    after: settings.upload.retry_failed_after,
+                    probe: retry.clone(),
+                },
+                signals,
+                requeue_remote,
+                debouncer.clone(),
+            )
+            .start()
+        });
+
         let watcher = Watcher::new(
             WatchSettings {
                 root,
@@ -171,6 +193,7 @@ impl Pipeline {
 
         Ok(Pipeline {
             watcher,
+            _requeue: requeue,
             mailbox,
             progress,
             upload_queue: upload_tx,

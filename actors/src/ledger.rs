@@ -76,4 +76,13 @@ pub trait Ledger: Send + Sync + 'static {
 
     /// Calls `f` with every path the ledger knows, for finding files deleted while stopped.
     fn for_each_path(&self, f: &mut dyn FnMut(&Path)) -> Result<(), LedgerError>;
+
+    /// Calls `f` with every path the ledger knows strictly below the directory `dir`: what a
+    /// directory that was moved away or removed took with it. Must not read the whole ledger
+    /// (it is asked once per such event, and the ledger may hold millions of entries).
+    fn for_each_path_under(&self, dir: &Path, f: &mut dyn FnMut(&Path)) -> Result<(), LedgerError>;
+
+    /// Calls `f` with every path whose last upload or delete failed. Must not read the whole
+    /// ledger: it is asked every `upload.retry_failed_after`.
+    fn for_each_failed(&self, f: &mut dyn FnMut(&Path)) -> Result<(), LedgerError>;
 }

@@ -8,6 +8,7 @@
 //!
 //! The flow, one actor per arrow's source:
 //! watcher → debouncer → stability checker → (snapshot copier) → upload slots → directory linker.
+//! Files whose retries ran out re-enter at the debouncer ([`requeue`]).
 
 pub mod confined;
 pub mod debouncer;
@@ -18,6 +19,7 @@ pub mod linker;
 pub mod mailbox;
 pub mod messages;
 pub mod remote;
+pub mod requeue;
 pub mod retry;
 pub mod snapshot;
 pub mod stability;

@@ -283,7 +283,9 @@ async fn record_until_it_works(
 
 async fn delete(shared: &Shared, path: PathBuf) {
     let mut delays = shared.settings.retry.delays();
+    let mut attempts = 0;
     let result: Result<(), RemoteError> = loop {
+        attempts += 1;
         match shared.remote.delete(&path).await {
             Err(e) if e.is_transient() => match delays.next() {
                 Some(delay) => tokio::time::sleep(delay).await,
@@ -302,10 +304,14 @@ async fn delete(shared: &Shared, path: PathBuf) {
         }
         Err(e) => {
             shared.stats.error();
-            tracing::error!(path = %path.display(), "deleting from the remote failed: {e}");
+            tracing::error!(path = %path.display(), attempts, "deleting from the remote failed: {e}");
+            // The entry keeps the hash of the remote copy, so the next look at the missing file
+            // (a retry round, a rescan) deletes it again instead of forgetting it.
             let error = format!("delete failed: {e}");
-            tokio::task::spawn_blocking(move || ledger.record_failure(&recorded_path, &error, 1))
-                .await
+            tokio::task::spawn_blocking(move || {
+                ledger.record_failure(&recorded_path, &error, attempts)
+            })
+            .await
         }
     };
     if let Ok(Err(e)) = recorded {

@@ -184,7 +184,15 @@ impl StabilityChecker {
                 self.tracker.complete(path);
             }
             Ok(FileKind::Missing) => {
-                match entry.map(|e| e.status).or(watched.ledger_status) {
+                // A failed re-upload or delete keeps the hash of the copy the remote still holds:
+                // with "delete", that copy goes too (else a failed delete would be forgotten).
+                let with_copy = |e: LedgerEntry| match e.sha256 {
+                    Some(_) if self.settings.on_delete == DeletePolicy::Delete => {
+                        EntryStatus::Published
+                    }
+                    _ => e.status,
+                };
+                match entry.map(with_copy).or(watched.ledger_status) {
                     Some(EntryStatus::Published)
                         if self.settings.on_delete == DeletePolicy::Delete
                             && self.tracker.mailbox.advance(

@@ -7,6 +7,10 @@
 //! created between the two is reported by one or the other. Scans compare each file with the
 //! ledger and report only what differs, plus ledger entries whose file is gone.
 //!
+//! A name that goes away (the old name of a rename, a move out of the drop folder, a removed
+//! directory) is reported at once together with every ledger entry below it, found by a range
+//! query of the ledger: no later event will ever name the files a moved directory took with it.
+//!
 //! Everything reaches the actor through one bounded channel (inotify callback and scans alike),
 //! and the actor waits for the debouncer to take each batch: a flood of events backs up into the
 //! kernel queue, whose overflow triggers a rescan, instead of into memory.
@@ -20,7 +24,9 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use futures_util::StreamExt;
 use globset::{Glob, GlobSet, GlobSetBuilder};
-use notify::event::{AccessKind, AccessMode, CreateKind, EventKind, ModifyKind};
+use notify::event::{
+    AccessKind, AccessMode, CreateKind, EventKind, ModifyKind, RemoveKind, RenameMode,
+};
 use notify::{RecursiveMode, Watcher as _};
 
 use crate::debouncer::Debouncer;
@@ -248,19 +254,20 @@ impl Watcher {
             self.progress.running.fetch_add(1, Ordering::SeqCst);
         }
         self.full_scan_running = true;
-        self.spawn_scan(vec![PathBuf::new()], true);
+        self.spawn_scan(vec![PathBuf::new()], Vec::new(), true);
     }
 
-    /// Walks paths that may be new directories (one blocking task for the whole batch).
-    fn start_walks(&mut self, starts: Vec<PathBuf>) {
-        if starts.is_empty() {
+    /// Walks paths that may be new directories and reports what paths that went away took with
+    /// them (one blocking task for the whole batch: the ledger is asked off the actor thread).
+    fn start_walks(&mut self, starts: Vec<PathBuf>, gone: Vec<PathBuf>) {
+        if starts.is_empty() && gone.is_empty() {
             return;
         }
         self.progress.running.fetch_add(1, Ordering::SeqCst);
-        self.spawn_scan(starts, false);
+        self.spawn_scan(starts, gone, false);
     }
 
-    fn spawn_scan(&self, starts: Vec<PathBuf>, full: bool) {
+    fn spawn_scan(&self, starts: Vec<PathBuf>, gone: Vec<PathBuf>, full: bool) {
         let scan = Scan {
             progress: self.progress.clone(),
             settings: self.settings.clone(),
@@ -271,7 +278,7 @@ impl Watcher {
         };
         tokio::task::spawn_blocking(move || {
             let started = Instant::now();
-            let root_found = scan.run(starts, full);
+            let root_found = scan.run(starts, gone, full);
             let _ = scan.tx.blocking_send(WatchInput::ScanDone {
                 full,
                 root_found,
@@ -295,8 +302,7 @@ impl Watcher {
 
     fn handle_inputs(&mut self, inputs: Vec<WatchInput>, ctx: &mut Context<Self>) {
         let started = Instant::now();
-        let mut touched = Vec::new();
-        let mut walks = Vec::new();
+        let mut found = Found::default();
         let mut scans_done = 0;
         let mut rescan = false;
         for input in inputs {
@@ -304,14 +310,14 @@ impl Watcher {
                 WatchInput::Event(Ok(event)) => {
                     self.stats.received(1);
                     rescan |= event.need_rescan();
-                    self.route_event(event, &mut touched, &mut walks);
+                    self.route_event(event, &mut found);
                 }
                 WatchInput::Event(Err(e)) => {
                     self.stats.error();
                     report_watch_error(&e, &self.settings);
                     rescan |= matches!(e.kind, notify::ErrorKind::MaxFilesWatch);
                 }
-                WatchInput::Found(paths) => touched.extend(paths),
+                WatchInput::Found(paths) => found.touched.extend(paths),
                 WatchInput::ScanDone {
                     full,
                     root_found,
@@ -331,7 +337,12 @@ impl Watcher {
                 }
             }
         }
-        self.start_walks(walks);
+        let Found {
+            mut touched,
+            walks,
+            gone,
+        } = found;
+        self.start_walks(walks, gone);
         if rescan {
             // Overflows during a rescan are covered by the one queued after it: say so once.
             if !self.full_scan_again {
@@ -357,23 +368,27 @@ impl Watcher {
         ctx.wait(send.into_actor(self).map(move |_, _, _| finish_scans()));
     }
 
-    fn route_event(
-        &mut self,
-        event: notify::Event,
-        touched: &mut Vec<PathBuf>,
-        walks: &mut Vec<PathBuf>,
-    ) {
+    fn route_event(&mut self, event: notify::Event, found: &mut Found) {
         if !is_relevant(&event.kind) {
             return;
         }
-        // Created directories, and anything renamed into place (which may be a directory full
-        // of files that produce no events of their own), are walked.
-        let may_be_new_dir = matches!(
-            event.kind,
+        let route = match event.kind {
+            // inotify reports a rename as From (old name), To (new name) and then Both (the
+            // pair): the first two carry everything, so the pair would only repeat them.
+            EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => return,
+            // The old name of a rename or a move out of the drop folder: for a directory, every
+            // path below it went with it, and no event will ever name them.
+            EventKind::Modify(ModifyKind::Name(RenameMode::From))
+            | EventKind::Remove(RemoveKind::Folder | RemoveKind::Any | RemoveKind::Other) => {
+                Route::Gone
+            }
+            // Created directories, and anything renamed into place (which may be a directory
+            // full of files that produce no events of their own), are walked.
             EventKind::Create(CreateKind::Folder | CreateKind::Any | CreateKind::Other)
-                | EventKind::Modify(ModifyKind::Name(_))
-                | EventKind::Any
-        );
+            | EventKind::Modify(ModifyKind::Name(_))
+            | EventKind::Any => Route::Walk,
+            _ => Route::Touched,
+        };
         for path in event.paths {
             if path == self.settings.root {
                 if matches!(event.kind, EventKind::Remove(_)) || !self.settings.root.is_dir() {
@@ -389,14 +404,34 @@ impl Watcher {
             if self.settings.ignore.is_ignored(rel) {
                 continue;
             }
-            if may_be_new_dir {
+            let rel = rel.to_path_buf();
+            match route {
                 // The walk reports the path itself if it turns out not to be a directory.
-                walks.push(rel.to_path_buf());
-            } else {
-                touched.push(rel.to_path_buf());
+                Route::Walk => found.walks.push(rel),
+                Route::Gone => found.gone.push(rel),
+                Route::Touched => found.touched.push(rel),
             }
         }
     }
+}
+
+/// What one event means for its paths.
+#[derive(Clone, Copy)]
+enum Route {
+    /// May have changed: the stability checker looks.
+    Touched,
+    /// May be a new directory: walked, and reported (as gone) if it is missing by then.
+    Walk,
+    /// No longer there under this name: reported with every ledger entry below it.
+    Gone,
+}
+
+/// What a batch of events asks for.
+#[derive(Default)]
+struct Found {
+    touched: Vec<PathBuf>,
+    walks: Vec<PathBuf>,
+    gone: Vec<PathBuf>,
 }
 
 /// Events that can mean new content. inotify also reports opens and reads (ours included);
@@ -423,7 +458,22 @@ fn report_watch_error(e: &notify::Error, settings: &WatchSettings) {
                 "out of inotify watches: raise the kernel limit fs.inotify.max_user_watches (for example `sysctl fs.inotify.max_user_watches=524288`); {fallback}"
             )
         }
+        // A directory that went away before its watch was added, or whose watch went with it:
+        // expected under churn (thousands a minute), and its removal event says all there is.
+        _ if vanished(e) => tracing::debug!(paths = ?e.paths, "watch error: {e}"),
         _ => tracing::warn!(paths = ?e.paths, "watch error: {e}"),
+    }
+}
+
+/// True if `e` only says that the directory is not there (any more).
+fn vanished(e: &notify::Error) -> bool {
+    match &e.kind {
+        notify::ErrorKind::PathNotFound | notify::ErrorKind::WatchNotFound => true,
+        notify::ErrorKind::Io(io) => matches!(
+            io.kind(),
+            io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+        ),
+        _ => false,
     }
 }
 
@@ -438,9 +488,9 @@ struct Scan {
 }
 
 impl Scan {
-    /// Walks from each of `starts` (relative; empty for the whole tree). Returns false if the
-    /// drop folder itself is missing.
-    fn run(&self, starts: Vec<PathBuf>, full: bool) -> bool {
+    /// Reports each of `gone` with every ledger entry below it, then walks from each of `starts`
+    /// (relative; empty for the whole tree). Returns false if the drop folder itself is missing.
+    fn run(&self, starts: Vec<PathBuf>, gone: Vec<PathBuf>, full: bool) -> bool {
         let started = Instant::now();
         let root = &self.settings.root;
         if !root.is_dir() {
@@ -450,6 +500,11 @@ impl Scan {
             return false;
         }
         let mut batch = Vec::new();
+        for rel in gone {
+            if !self.report_gone(rel, &mut batch) {
+                return true;
+            }
+        }
         let (mut files, mut dirs) = (0u64, 0u64);
         let mut out_of_watches = false;
         let mut stack = starts;
@@ -464,12 +519,32 @@ impl Scan {
                     batch.push(rel); // a walk started on something that is not a directory
                     continue;
                 }
-                Err(_) => continue,
+                // Renamed or moved out again before the walk: whatever was published under this
+                // name must go (with `on_delete = "delete"`) now, not at the next rescan.
+                Err(_) => {
+                    if !self.report_gone(rel, &mut batch) {
+                        return true;
+                    }
+                    continue;
+                }
             }
             dirs += 1;
             self.watch(&abs, &mut out_of_watches);
             let entries = match std::fs::read_dir(&abs) {
                 Ok(entries) => entries,
+                // Gone since the stat: churn, as above.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+                    ) =>
+                {
+                    tracing::debug!(dir = %abs.display(), "directory gone before it was listed");
+                    if !self.report_gone(rel, &mut batch) {
+                        return true;
+                    }
+                    continue;
+                }
                 Err(e) => {
                     tracing::warn!(dir = %abs.display(), "cannot list directory, skipping it: {e}");
                     continue;
@@ -530,6 +605,9 @@ impl Scan {
                     report_watch_error(&e, &self.settings);
                 }
             }
+            Err(e) if vanished(&e) => {
+                tracing::debug!(dir = %dir.display(), "directory gone before its watch was added: {e}")
+            }
             Err(e) => tracing::warn!(dir = %dir.display(), "cannot watch directory: {e}"),
         }
     }
@@ -546,6 +624,26 @@ impl Scan {
                 true
             }
         }
+    }
+
+    /// Reports `rel` and every ledger entry below it: the stability checker sees which are
+    /// missing. False once the watcher is gone (shutdown).
+    fn report_gone(&self, rel: PathBuf, batch: &mut Vec<PathBuf>) -> bool {
+        let mut below = Vec::new();
+        if let Err(e) = self
+            .ledger
+            .for_each_path_under(&rel, &mut |p| below.push(p.to_path_buf()))
+        {
+            tracing::warn!("{e}");
+        }
+        batch.push(rel);
+        for path in below {
+            batch.push(path);
+            if batch.len() >= BATCH && !self.send(batch) {
+                return false;
+            }
+        }
+        true
     }
 
     /// Ledger entries whose file is gone: deleted while we were not looking.
