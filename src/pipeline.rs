@@ -176,6 +176,7 @@ impl Pipeline {
         let watcher = Watcher::new(
             WatchSettings {
                 root,
+                drop_root: settings.drop_root(),
                 ignore: settings.ignore_rules().context("watch.ignore")?,
                 rescan_interval: (!settings.watch.rescan_interval.is_zero())
                     .then_some(settings.watch.rescan_interval),

@@ -29,8 +29,9 @@ use notify::event::{
 };
 use notify::{RecursiveMode, Watcher as _};
 
+use crate::confined::{refusal, DropRoot};
 use crate::debouncer::Debouncer;
-use crate::fileinfo::FileMeta;
+use crate::fileinfo::{is_gone, FileKind, FileMeta};
 use crate::ledger::Ledger;
 use crate::messages::{PathsTouched, StopWatching};
 use crate::stats::ActorStats;
@@ -134,6 +135,8 @@ pub fn is_rsync_temp_name(name: &std::ffi::OsStr) -> bool {
 #[derive(Clone, Debug)]
 pub struct WatchSettings {
     pub root: PathBuf,
+    /// The same folder, for looking and listing without following links.
+    pub drop_root: DropRoot,
     pub ignore: IgnoreRules,
     /// `None` disables periodic rescans.
     pub rescan_interval: Option<Duration>,
@@ -513,36 +516,41 @@ impl Scan {
                 return true;
             }
             let abs = root.join(&rel);
-            match std::fs::symlink_metadata(&abs) {
-                Ok(m) if m.is_dir() => {}
+            // Looked at and listed through the confined root: a directory swapped for a link is
+            // reported (the stability checker skips it by name), never walked into.
+            match self.settings.drop_root.probe(&rel) {
+                Ok(FileKind::Directory) => {}
+                Ok(FileKind::Missing) => {
+                    // Renamed or moved out again before the walk: whatever was published under
+                    // this name must go (with `on_delete = "delete"`) now, not at the next rescan.
+                    if !self.report_gone(rel, &mut batch) {
+                        return true;
+                    }
+                    continue;
+                }
                 Ok(_) => {
                     batch.push(rel); // a walk started on something that is not a directory
                     continue;
                 }
-                // Renamed or moved out again before the walk: whatever was published under this
-                // name must go (with `on_delete = "delete"`) now, not at the next rescan.
-                Err(_) => {
-                    if !self.report_gone(rel, &mut batch) {
-                        return true;
-                    }
+                Err(e) => {
+                    tracing::warn!(dir = %abs.display(), "cannot look at directory, skipping it: {e}");
                     continue;
                 }
             }
             dirs += 1;
             self.watch(&abs, &mut out_of_watches);
-            let entries = match std::fs::read_dir(&abs) {
+            let entries = match self.settings.drop_root.list_dir(&rel) {
                 Ok(entries) => entries,
-                // Gone since the stat: churn, as above.
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
-                    ) =>
-                {
+                // Gone since the look: churn, as above.
+                Err(e) if is_gone(&e) => {
                     tracing::debug!(dir = %abs.display(), "directory gone before it was listed");
                     if !self.report_gone(rel, &mut batch) {
                         return true;
                     }
+                    continue;
+                }
+                Err(e) if refusal(&e).is_some() => {
+                    batch.push(rel);
                     continue;
                 }
                 Err(e) => {
@@ -550,16 +558,16 @@ impl Scan {
                     continue;
                 }
             };
-            for entry in entries.flatten() {
-                let child = rel.join(entry.file_name());
+            for entry in entries {
+                let child = rel.join(&entry.name);
                 if self.settings.ignore.is_ignored(&child) {
                     continue;
                 }
-                match entry.file_type() {
-                    Ok(t) if t.is_dir() => stack.push(child),
-                    Ok(t) if t.is_file() => {
+                match entry.kind {
+                    FileKind::Directory => stack.push(child),
+                    FileKind::Regular(meta) => {
                         files += 1;
-                        if self.differs_from_ledger(&child, &entry) {
+                        if self.differs_from_ledger(&child, &meta) {
                             batch.push(child);
                         }
                     }
@@ -612,12 +620,9 @@ impl Scan {
         }
     }
 
-    fn differs_from_ledger(&self, rel: &Path, entry: &std::fs::DirEntry) -> bool {
-        let Ok(meta) = entry.metadata() else {
-            return true;
-        };
+    fn differs_from_ledger(&self, rel: &Path, meta: &FileMeta) -> bool {
         match self.ledger.lookup(rel) {
-            Ok(Some(known)) => !known.is_published_as(&FileMeta::from_metadata(&meta)),
+            Ok(Some(known)) => !known.is_published_as(meta),
             Ok(None) => true,
             Err(e) => {
                 tracing::warn!("{e}");
