@@ -625,7 +625,7 @@ impl Settings {
         // Nothing of dropslot's own needs excluding: validation keeps the state directory and a
         // local target out of the drop folder.
         Ok(
-            dropslot_actors::watcher::IgnoreRules::new(&self.watch.ignore, Vec::new())?
+            dropslot_actors::watcher::IgnoreRules::new(&self.watch.ignore)?
                 .with_rsync_temp(self.watch.ignore_rsync_temp),
         )
     }

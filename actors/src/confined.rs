@@ -20,7 +20,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 
-use crate::fileinfo::{hash_stream, is_gone, ContentHash, FileKind, FileMeta};
+use crate::fileinfo::{
+    hash_stream, is_gone, not_regular, regular_only, ContentHash, FileKind, FileMeta,
+};
 
 /// The drop folder's root, and how far resolution below it may go.
 #[derive(Clone, Debug)]
@@ -55,15 +57,7 @@ impl DropRoot {
     /// that replaced the file since it was looked at; anything but a regular file is refused.
     pub fn open_file(&self, rel: &Path) -> io::Result<(File, FileMeta)> {
         let fd = self.resolve(rel, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK)?;
-        let file = File::from(fd);
-        let m = file.metadata()?;
-        if !m.file_type().is_file() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "not a regular file any more",
-            ));
-        }
-        Ok((file, FileMeta::from_metadata(&m)))
+        regular_only(File::from(fd))
     }
 
     /// Hashes the whole regular file `rel` and returns the metadata it had when opened.
@@ -90,10 +84,7 @@ impl DropRoot {
     pub fn regular_meta(&self, rel: &Path) -> io::Result<FileMeta> {
         match self.probe(rel)? {
             FileKind::Regular(meta) => Ok(meta),
-            _ => Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "not a regular file any more",
-            )),
+            _ => Err(not_regular()),
         }
     }
 

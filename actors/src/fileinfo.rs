@@ -89,14 +89,22 @@ pub fn open_regular(path: &Path) -> io::Result<(File, FileMeta)> {
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)?;
+    regular_only(file)
+}
+
+/// `file` with its metadata, if it is a regular file: what was opened may have been replaced by
+/// a FIFO, a device or a directory since it was looked at.
+pub fn regular_only(file: File) -> io::Result<(File, FileMeta)> {
     let m = file.metadata()?;
     if !m.file_type().is_file() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "not a regular file any more",
-        ));
+        return Err(not_regular());
     }
     Ok((file, FileMeta::from_metadata(&m)))
+}
+
+/// The error for a path that is no longer a regular file.
+pub fn not_regular() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, "not a regular file any more")
 }
 
 /// Whether some process has `file` open for writing: `Some(true)` while a writer is (probably)

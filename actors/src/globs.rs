@@ -30,12 +30,21 @@ impl PathGlobs {
 
     /// The first pattern that matches `rel`, for saying why a path was treated as it was.
     pub fn first_match(&self, rel: &Path) -> Option<&str> {
-        let by_path = self.set.matches(rel);
-        let hits = match rel.file_name() {
-            Some(name) if by_path.is_empty() => self.set.matches(name),
-            _ => by_path,
-        };
-        hits.first().map(|&i| self.patterns[i].as_str())
+        self.first_match_index(rel)
+            .map(|i| self.patterns[i].as_str())
+    }
+
+    /// The position in the configured list of the first pattern that matches `rel`.
+    pub fn first_match_index(&self, rel: &Path) -> Option<usize> {
+        let mut hits = self.set.matches(rel);
+        if let Some(name) = rel.file_name() {
+            hits.extend(self.set.matches(name));
+        }
+        hits.into_iter().min()
+    }
+
+    pub fn patterns(&self) -> &[String] {
+        &self.patterns
     }
 }
 

@@ -21,9 +21,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::globs::PathGlobs;
 use actix::prelude::*;
 use futures_util::StreamExt;
-use globset::{Glob, GlobSet, GlobSetBuilder};
 use notify::event::{
     AccessKind, AccessMode, CreateKind, EventKind, ModifyKind, RemoveKind, RenameMode,
 };
@@ -45,32 +45,23 @@ const BATCH: usize = 512;
 /// per path.
 #[derive(Clone, Debug)]
 pub struct IgnoreRules {
-    globs: GlobSet,
-    patterns: Vec<String>,
+    globs: PathGlobs,
     rsync_temp: bool,
     /// Per pattern, then one for the rsync rule: already logged this run. Shared by clones, as
     /// the watcher's scans each hold one.
     reported: Arc<[AtomicBool]>,
-    /// Directories inside the drop folder that belong to dropslot itself.
-    excluded: Vec<PathBuf>,
 }
 
 impl IgnoreRules {
     /// `patterns` use glob syntax and match the path relative to the drop folder or the bare file
     /// name, so `*.tmp` and `.git` both work at any depth.
-    pub fn new(patterns: &[String], excluded: Vec<PathBuf>) -> Result<Self, globset::Error> {
-        let mut builder = GlobSetBuilder::new();
-        for p in patterns {
-            builder.add(Glob::new(p)?);
-        }
+    pub fn new(patterns: &[String]) -> Result<Self, globset::Error> {
         Ok(IgnoreRules {
-            globs: builder.build()?,
-            patterns: patterns.to_vec(),
+            globs: PathGlobs::new(patterns)?,
             rsync_temp: false,
             reported: (0..=patterns.len())
                 .map(|_| AtomicBool::new(false))
                 .collect(),
-            excluded,
         })
     }
 
@@ -81,24 +72,16 @@ impl IgnoreRules {
     }
 
     pub fn is_ignored(&self, rel: &Path) -> bool {
-        if self.excluded.iter().any(|e| rel.starts_with(e)) {
-            return true;
-        }
-        let name = rel.file_name();
-        let rule = if self.globs.is_match(rel) || name.is_some_and(|n| self.globs.is_match(n)) {
-            // Only on a hit: which pattern it was, for the once-per-rule log line.
-            let mut hits = self.globs.matches(rel);
-            if let Some(n) = name {
-                hits.extend(self.globs.matches(n));
+        let patterns = self.globs.patterns();
+        let rule = match self.globs.first_match_index(rel) {
+            Some(rule) => rule,
+            None if self.rsync_temp && rel.file_name().is_some_and(is_rsync_temp_name) => {
+                patterns.len()
             }
-            hits.into_iter().min().unwrap_or(0)
-        } else if self.rsync_temp && name.is_some_and(is_rsync_temp_name) {
-            self.patterns.len()
-        } else {
-            return false;
+            None => return false,
         };
         if !self.reported[rule].swap(true, Ordering::Relaxed) {
-            let what = match self.patterns.get(rule) {
+            let what = match patterns.get(rule) {
                 Some(pattern) => format!("watch.ignore pattern {pattern:?}"),
                 None => "rsync temporary name rule (watch.ignore_rsync_temp)".to_string(),
             };
@@ -738,20 +721,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ignore_rules_match_names_at_any_depth_and_excluded_dirs() {
-        let rules = IgnoreRules::new(
-            &[
-                "*.tmp".to_string(),
-                ".git".to_string(),
-                "cache/**".to_string(),
-            ],
-            vec![PathBuf::from(".dropslot")],
-        )
+    fn ignore_rules_match_names_at_any_depth() {
+        let rules = IgnoreRules::new(&[
+            "*.tmp".to_string(),
+            ".git".to_string(),
+            "cache/**".to_string(),
+        ])
         .unwrap();
         assert!(rules.is_ignored(Path::new("a/b/c.tmp")));
         assert!(rules.is_ignored(Path::new("x/.git")));
         assert!(rules.is_ignored(Path::new("cache/deep/file")));
-        assert!(rules.is_ignored(Path::new(".dropslot/ledger.sqlite")));
         assert!(!rules.is_ignored(Path::new("a/b/c.txt")));
         assert!(!rules.is_ignored(Path::new("x/.github")));
     }
@@ -781,7 +760,7 @@ mod tests {
         ] {
             assert!(!is_rsync_temp_name(OsStr::new(miss)), "{miss}");
         }
-        let rules = IgnoreRules::new(&[], Vec::new()).unwrap();
+        let rules = IgnoreRules::new(&[]).unwrap();
         assert!(!rules.is_ignored(Path::new("d/.f.txt.AbC123")));
         let rules = rules.with_rsync_temp(true);
         assert!(rules.is_ignored(Path::new("d/.f.txt.AbC123")));
@@ -790,7 +769,7 @@ mod tests {
 
     #[test]
     fn each_rule_is_reported_once_and_clones_share_that() {
-        let rules = IgnoreRules::new(&["*~".to_string(), "*.part".to_string()], Vec::new())
+        let rules = IgnoreRules::new(&["*~".to_string(), "*.part".to_string()])
             .unwrap()
             .with_rsync_temp(true);
         let clone = rules.clone();
