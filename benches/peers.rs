@@ -1,6 +1,6 @@
 //! The benchmark suite: dropslot against the tools users would pick instead (rclone copy, lsyncd
 //! with rsync, magic-folder), on the same data, the same servers, in the same run, printing
-//! each figure and the ratio. Run it with `bench/run.sh` (installs the peers, then
+//! each figure and the ratio. Run it with `benches/run.sh` (installs the peers, then
 //! `cargo bench --bench peers -- [--quick] [SCENARIO...]`); `docs/benchmarks.md` has the last
 //! full run. Wall times run from the first file appearing in the drop folder to the last one
 //! being published; the content is verified by hash afterwards (outside the timing).
@@ -270,7 +270,7 @@ fn rclone_copy(
         .arg(src)
         .arg(dest)
         .status()
-        .expect("rclone (bench/run.sh installs it)");
+        .expect("rclone (benches/run.sh installs it)");
     assert!(status.success(), "rclone copy failed");
     let text = std::fs::read_to_string(timing.path()).unwrap();
     let mut parts = text.split_whitespace().rev().take(2);
@@ -527,7 +527,7 @@ fn start_lsyncd(dir: &Path, source: &Path, target: &Path, delay: u32) -> Child {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("lsyncd (bench/run.sh installs it)");
+        .expect("lsyncd (benches/run.sh installs it)");
     // Ready once its start-up rsync has finished (it says so in its log).
     time_until(Duration::from_secs(3600), Duration::from_millis(10), || {
         std::fs::read_to_string(dir.join("lsyncd.log")).is_ok_and(|l| l.contains("Startup of"))
@@ -789,7 +789,7 @@ fn magic_folder(grid: &TahoeGrid, count: usize, drop_files: impl FnOnce(&Path)) 
         .arg(grid.dir.path().join("client"))
         .args(["--mailbox", "ws://127.0.0.1:9/v1"])
         .output()
-        .expect("magic-folder (bench/run.sh installs it)");
+        .expect("magic-folder (benches/run.sh installs it)");
     assert!(
         ok.status.success(),
         "magic-folder init: {}",

@@ -6,7 +6,7 @@
 #   2. restart: `run --once` over the same tree with nothing changed (scan against the ledger);
 #   3. large file: a 1 GiB file uploaded by `run --once`, wall time and peak RSS;
 #   4. idle: CPU used by the daemon over 10 s with nothing changing.
-# Usage: bench/core.sh [path/to/dropslot]   (default: target/release/dropslot; build it first)
+# Usage: benches/core.sh [path/to/dropslot]   (default: target/release/dropslot; build it first)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 bin=${1:-${CARGO_TARGET_DIR:-$here/target}/release/dropslot}

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # The benchmark suite against rclone, lsyncd and magic-folder (see docs/benchmarks.md).
 #
-#   bench/run.sh [--quick] [SCENARIO...]     e.g. bench/run.sh 1 3    or    bench/run.sh --quick
+#   benches/run.sh [--quick] [SCENARIO...]     e.g. benches/run.sh 1 3    or    benches/run.sh --quick
 #
 # Installs what it needs by package name: the test servers (scripts/test-servers.sh: moto,
 # nginx-extras, tahoe-lafs), rclone, lsyncd, rsync and GNU time from Debian, magic-folder
 # 24.3.0 from PyPI (in a venv under ${PEERS_DIR:-~/.cache/dropslot-peers}, pinned by
-# bench/magic-folder-constraints.txt). Then runs `cargo bench --bench peers`, which prints
-# markdown tables; a copy goes to bench/results/<time>.md. The full run takes about an hour on
+# benches/magic-folder-constraints.txt). Then runs `cargo bench --bench peers`, which prints
+# markdown tables; a copy goes to benches/results/<time>.md. The full run takes about an hour on
 # 2 cores (most of it waiting for the peers); --quick is a smoke run of a few minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,10 +24,10 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 if [ ! -x "$PEERS_DIR/mf-venv/bin/magic-folder" ]; then
   python3 -m venv "$PEERS_DIR/mf-venv"
-  "$PEERS_DIR/mf-venv/bin/pip" install -q -c bench/magic-folder-constraints.txt magic-folder==24.3.0
+  "$PEERS_DIR/mf-venv/bin/pip" install -q -c benches/magic-folder-constraints.txt magic-folder==24.3.0
 fi
 
-mkdir -p bench/results
-out=bench/results/$(date +%Y%m%d-%H%M%S).md
+mkdir -p benches/results
+out=benches/results/$(date +%Y%m%d-%H%M%S).md
 cargo bench --bench peers -- "$@" | tee "$out"
 echo "results: $out"
