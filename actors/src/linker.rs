@@ -1,8 +1,8 @@
 //! The directory linker: the one actor that makes changes visible on the remote. It publishes
 //! staged uploads and deletes removed files, in batches of what arrives together, and never has
 //! two requests in flight for the same remote directory (for Tahoe, concurrent writes to one
-//! mutable directory lose entries). Only after the remote confirms does it record the result in
-//! the ledger. It owns batching and per-directory ordering; it does not move file content.
+//! mutable directory lose entries). Only after the remote confirms that it holds each file (see
+//! [`Remote::confirm`]) does it record the result in the ledger. It owns batching and per-directory ordering; it does not move file content.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
@@ -14,7 +14,7 @@ use actix::prelude::*;
 use crate::ledger::{Ledger, PublishedFile};
 use crate::mailbox::Tracker;
 use crate::messages::{Publish, Unpublish};
-use crate::remote::{PublishItem, Remote, RemoteError};
+use crate::remote::{PublishItem, Remote, RemoteError, RemoteRef, PUBLISH_CONCURRENCY};
 use crate::retry::RetryPolicy;
 use crate::stats::ActorStats;
 
@@ -182,7 +182,7 @@ async fn publish_run(shared: &Shared, run: Vec<Publish>) {
     let mut published = Vec::new();
     let mut failed: Vec<(PathBuf, String, u32)> = Vec::new();
     while !waiting.is_empty() {
-        let items = waiting
+        let items: Vec<PublishItem> = waiting
             .iter()
             .map(|(p, _)| PublishItem {
                 path: p.path.clone(),
@@ -191,7 +191,8 @@ async fn publish_run(shared: &Shared, run: Vec<Publish>) {
                 sha256: p.sha256,
             })
             .collect();
-        let results = shared.remote.publish(items).await;
+        let results = shared.remote.publish(items.clone()).await;
+        let results = confirmed(&*shared.remote, &items, results).await;
         let delay = delays.next();
         let mut retry = Vec::new();
         for ((p, attempts), result) in waiting.into_iter().zip(results) {
@@ -233,6 +234,29 @@ async fn publish_run(shared: &Shared, run: Vec<Publish>) {
     for path in done {
         shared.tracker.complete(&path);
     }
+}
+
+/// The publish results with each success confirmed by the remote (several at once: one request
+/// each, so a burst of small files is not serialised on round trips). A confirmation that fails
+/// turns the success into a transient failure, so the publish is retried and nothing the remote
+/// does not hold is recorded.
+async fn confirmed(
+    remote: &dyn Remote,
+    items: &[PublishItem],
+    results: Vec<Result<RemoteRef, RemoteError>>,
+) -> Vec<Result<RemoteRef, RemoteError>> {
+    use futures_util::StreamExt;
+    futures_util::stream::iter(items.iter().zip(results))
+        .map(|(item, result)| async move {
+            let remote_ref = result?;
+            match remote.confirm(item).await {
+                Ok(()) => Ok(remote_ref),
+                Err(e) => Err(RemoteError::transient(e.message)),
+            }
+        })
+        .buffered(PUBLISH_CONCURRENCY)
+        .collect()
+        .await
 }
 
 /// Records a batch's outcome. The files are on the remote already, so a ledger that cannot be

@@ -10,24 +10,37 @@
 //!
 //! Durability: one `syncfs` per published batch, before the linker records the batch in the
 //! ledger, so "published" in the ledger means "on disk" without an fsync per file.
+//!
+//! Kept besides content: the permission bits (`0o777`; never setuid, setgid or sticky) and the
+//! modification time of the source, set on the staged file so the rename publishes them too.
+//! A delete removes the directories it leaves empty, up to (not including) the target.
 
 use std::io;
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use dropslot_actors::fileinfo::{hash_file, is_gone, ContentHash};
-use dropslot_actors::remote::{ContentStream, PublishItem, Remote, RemoteError, RemoteRef, Staged};
+use dropslot_actors::remote::{
+    ContentStream, FileAttributes, PublishItem, Remote, RemoteError, RemoteRef, Staged,
+};
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 
 #[derive(Clone)]
 pub struct LocalRemote {
     root: PathBuf,
+    /// Deletes one at a time: two deletes in sibling directories each found their common parent
+    /// still holding the other's directory and left it behind, empty. In turn, the last delete
+    /// sees everything else gone.
+    deleting: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl LocalRemote {
     pub fn new(root: PathBuf) -> Self {
-        LocalRemote { root }
+        LocalRemote {
+            root,
+            deleting: Default::default(),
+        }
     }
 
     /// Where `path` (relative) is staged: beside its destination.
@@ -42,7 +55,30 @@ impl LocalRemote {
 /// files spent more time handing each `tokio::fs` call to a thread than writing.
 const SMALL_FILE: u64 = 1 << 20;
 
-async fn stage_small(file: PathBuf, size: u64, mut content: ContentStream) -> io::Result<Staged> {
+/// Gives the staged file the source's mode and modification time (a later rename keeps both).
+fn apply_attributes(file: &std::fs::File, attributes: FileAttributes) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(mode) = attributes.mode {
+        file.set_permissions(std::fs::Permissions::from_mode(mode & 0o777))?;
+    }
+    if let Some(ns) = attributes.mtime_ns {
+        let since_epoch = std::time::Duration::from_nanos(ns.unsigned_abs());
+        let mtime = if ns >= 0 {
+            std::time::UNIX_EPOCH + since_epoch
+        } else {
+            std::time::UNIX_EPOCH - since_epoch
+        };
+        file.set_modified(mtime)?;
+    }
+    Ok(())
+}
+
+async fn stage_small(
+    file: PathBuf,
+    size: u64,
+    attributes: FileAttributes,
+    mut content: ContentStream,
+) -> io::Result<Staged> {
     let mut bytes = Vec::with_capacity(size as usize);
     while let Some(chunk) = content.next().await {
         bytes.extend_from_slice(&chunk?);
@@ -57,7 +93,11 @@ async fn stage_small(file: PathBuf, size: u64, mut content: ContentStream) -> io
         if let Some(parent) = file.parent() {
             std::fs::create_dir_all(parent)?;
         }
-        if let Err(e) = std::fs::write(&file, &bytes) {
+        let written = std::fs::File::create(&file).and_then(|mut out| {
+            io::Write::write_all(&mut out, &bytes)?;
+            apply_attributes(&out, attributes)
+        });
+        if let Err(e) = written {
             let _ = std::fs::remove_file(&file);
             return Err(e);
         }
@@ -101,14 +141,24 @@ impl LocalRemote {
                 self.root.display()
             )));
         }
-        std::fs::rename(self.staging_file(&item.path), &dest).map_err(|e| {
-            let context = format!(
-                "cannot publish {} into {}",
-                item.path.display(),
-                self.root.display()
-            );
-            classify(context, e)
-        })?;
+        match std::fs::rename(self.staging_file(&item.path), &dest) {
+            Ok(()) => {}
+            // Renamed by an earlier attempt whose confirmation failed: in place already, if the
+            // content says so.
+            Err(e)
+                if e.kind() == io::ErrorKind::NotFound
+                    && hash_file(&dest).is_ok_and(|(hash, meta)| {
+                        meta.size == item.size && hash == item.sha256
+                    }) => {}
+            Err(e) => {
+                let context = format!(
+                    "cannot publish {} into {}",
+                    item.path.display(),
+                    self.root.display()
+                );
+                return Err(classify(context, e));
+            }
+        }
         Ok(RemoteRef(item.path.display().to_string()))
     }
 }
@@ -123,12 +173,7 @@ impl Remote for LocalRemote {
         tokio::fs::create_dir_all(&self.root)
             .await
             .map_err(|e| classify(format!("cannot create {}", self.root.display()), e))?;
-        let probe = self.staging_file(Path::new("dropslot-check"));
-        tokio::fs::write(&probe, b"dropslot check")
-            .await
-            .map_err(|e| classify(format!("cannot write into {}", self.root.display()), e))?;
-        let _ = tokio::fs::remove_file(&probe).await;
-        Ok(())
+        super::probe(self).await
     }
 
     async fn reconcile(&self, interrupted: Vec<PathBuf>) -> Result<(), RemoteError> {
@@ -155,12 +200,13 @@ impl Remote for LocalRemote {
         &self,
         path: &Path,
         size: u64,
+        attributes: FileAttributes,
         mut content: ContentStream,
     ) -> Result<Staged, RemoteError> {
         let file = self.staging_file(path);
         let context = || format!("cannot stage {} in {}", path.display(), self.root.display());
         if size <= SMALL_FILE {
-            return stage_small(file, size, content)
+            return stage_small(file, size, attributes, content)
                 .await
                 .map_err(|e| classify(context(), e));
         }
@@ -178,6 +224,10 @@ impl Remote for LocalRemote {
                 out.write_all(&chunk).await?;
             }
             out.flush().await?;
+            let out = out.into_std().await;
+            tokio::task::spawn_blocking(move || apply_attributes(&out, attributes))
+                .await
+                .map_err(io::Error::other)??;
             Ok::<u64, io::Error>(total)
         }
         .await;
@@ -220,6 +270,15 @@ impl Remote for LocalRemote {
         })
     }
 
+    async fn stored_size(&self, path: &Path) -> Result<Option<u64>, RemoteError> {
+        match tokio::fs::symlink_metadata(self.root.join(path)).await {
+            Ok(meta) if meta.is_file() => Ok(Some(meta.len())),
+            Ok(_) => Ok(None),
+            Err(e) if is_gone(&e) => Ok(None),
+            Err(e) => Err(classify(format!("cannot stat {}", path.display()), e)),
+        }
+    }
+
     async fn discard(&self, path: &Path, _staged: Staged) {
         let _ = tokio::fs::remove_file(self.staging_file(path)).await;
     }
@@ -243,6 +302,7 @@ impl Remote for LocalRemote {
 
     async fn delete(&self, path: &Path) -> Result<(), RemoteError> {
         let dest = self.root.join(path);
+        let _one_at_a_time = self.deleting.lock().await;
         match tokio::fs::remove_file(&dest).await {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),

@@ -11,7 +11,12 @@
 //!
 //! The object key is the file's path relative to the drop folder, `/`-separated, under the
 //! prefix; a name S3 cannot hold (not UTF-8, `.` or `..` segments, control characters) is an
-//! error naming the file.
+//! error naming the file. Keys are byte-exact (no normalisation), so distinct names stay distinct.
+//!
+//! A publish is confirmed with a HEAD of the key (its size); what a retry needs (the bytes, the
+//! multipart upload) is kept until then. Mode and modification time travel as object metadata
+//! the way rclone writes them: `x-amz-meta-mtime` (seconds since the epoch with a fraction) and
+//! `x-amz-meta-mode` (octal, with the regular-file type bits, e.g. `100644`).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -21,12 +26,16 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use dropslot_actors::fileinfo::ContentHash;
-use dropslot_actors::remote::{ContentStream, PublishItem, Remote, RemoteError, RemoteRef, Staged};
+use dropslot_actors::remote::{
+    confirm_size, ContentStream, FileAttributes, PublishItem, Remote, RemoteError, RemoteRef,
+    Staged,
+};
 use futures_util::StreamExt;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as Key;
 use object_store::{
-    ClientOptions, MultipartUpload, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig,
+    Attribute, Attributes, ClientOptions, MultipartUpload, ObjectStore, ObjectStoreExt,
+    PutMultipartOptions, PutOptions, PutPayload, RetryConfig,
 };
 
 use super::{body_matches, classify_transport, PUBLISH_CONCURRENCY};
@@ -39,8 +48,31 @@ const STAGED_BUDGET_FACTOR: u64 = 4;
 const BUDGET_UNIT: u64 = 64 * 1024;
 
 enum StagedObject {
-    Small(Bytes, tokio::sync::OwnedSemaphorePermit),
+    Small(Bytes, Attributes, tokio::sync::OwnedSemaphorePermit),
     Multipart(Box<dyn MultipartUpload>),
+    /// A multipart upload the server said it completed, kept until that is confirmed: it cannot
+    /// be completed again, only found in place.
+    Completed,
+}
+
+/// The object metadata rclone keeps a file's mode and mtime in (so rclone and tools that read
+/// its convention see them).
+fn metadata(attributes: FileAttributes) -> Attributes {
+    let mut kept = Attributes::new();
+    if let Some(ns) = attributes.mtime_ns {
+        let (secs, frac) = (ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000));
+        kept.insert(
+            Attribute::Metadata("mtime".into()),
+            format!("{secs}.{frac:09}").into(),
+        );
+    }
+    if let Some(mode) = attributes.mode {
+        kept.insert(
+            Attribute::Metadata("mode".into()),
+            format!("{:o}", 0o100000 | (mode & 0o777)).into(),
+        );
+    }
+    kept
 }
 
 pub struct S3Remote {
@@ -240,11 +272,16 @@ impl S3Remote {
         &self,
         path: &Path,
         key: &Key,
+        attributes: Attributes,
         mut content: ContentStream,
     ) -> Result<Staged, RemoteError> {
+        let options = PutMultipartOptions {
+            attributes,
+            ..Default::default()
+        };
         let mut upload = self
             .store
-            .put_multipart(key)
+            .put_multipart_opts(key, options)
             .await
             .map_err(|e| self.describe_error("cannot start uploading", path, e))?;
         let mut part = BytesMut::with_capacity(self.part_size);
@@ -293,17 +330,23 @@ impl S3Remote {
             ))
         })?;
         let result = match object {
-            StagedObject::Small(bytes, permit) => {
-                match self.store.put(&key, PutPayload::from(bytes.clone())).await {
-                    Ok(_) => Ok(()),
-                    Err(e) => Err((
-                        self.describe_error("cannot upload", &item.path, e),
-                        StagedObject::Small(bytes, permit),
-                    )),
+            StagedObject::Small(bytes, attributes, permit) => {
+                let options = PutOptions {
+                    attributes: attributes.clone(),
+                    ..Default::default()
+                };
+                let put = self
+                    .store
+                    .put_opts(&key, PutPayload::from(bytes.clone()), options)
+                    .await;
+                let object = StagedObject::Small(bytes, attributes, permit);
+                match put {
+                    Ok(_) => Ok(object),
+                    Err(e) => Err((self.describe_error("cannot upload", &item.path, e), object)),
                 }
             }
             StagedObject::Multipart(mut upload) => match upload.complete().await {
-                Ok(_) => Ok(()),
+                Ok(_) => Ok(StagedObject::Completed),
                 Err(e) => {
                     let error = self.describe_error("cannot complete the upload of", &item.path, e);
                     // A retried completion fails (moto: "Missing part", AWS: NoSuchUpload) when
@@ -313,15 +356,37 @@ impl S3Remote {
                         .await
                         .unwrap_or(false);
                     if done_before {
-                        Ok(())
+                        Ok(StagedObject::Completed)
                     } else {
                         Err((error, StagedObject::Multipart(upload)))
                     }
                 }
             },
+            StagedObject::Completed => {
+                match Remote::holds(self, &item.path, item.size, &item.sha256).await {
+                    Ok(true) => Ok(StagedObject::Completed),
+                    Ok(false) => Err((
+                        RemoteError::permanent(format!(
+                            "{}: the server acknowledged completing its multipart upload but does \
+                             not hold it (a completed upload cannot be completed again; the file \
+                             is sent anew at its next upload)",
+                            item.path.display()
+                        )),
+                        StagedObject::Completed,
+                    )),
+                    Err(e) => Err((e, StagedObject::Completed)),
+                }
+            }
         };
         match result {
-            Ok(()) => Ok(RemoteRef(key.to_string())),
+            Ok(object) => {
+                // Kept until the linker confirms the object is there: a retry needs it.
+                self.staged
+                    .lock()
+                    .expect("staged lock")
+                    .insert(item.staged.0.clone(), object);
+                Ok(RemoteRef(key.to_string()))
+            }
             Err((error, object)) => {
                 if error.is_transient() {
                     // Kept for the linker's retry.
@@ -354,8 +419,8 @@ impl Remote for S3Remote {
         self.store
             .list_with_delimiter(prefix.as_ref())
             .await
-            .map(drop)
-            .map_err(|e| self.describe_error("cannot list", Path::new(&self.prefix), e))
+            .map_err(|e| self.describe_error("cannot list", Path::new(&self.prefix), e))?;
+        super::probe(self).await
     }
 
     async fn reconcile(&self, _interrupted: Vec<PathBuf>) -> Result<(), RemoteError> {
@@ -369,11 +434,13 @@ impl Remote for S3Remote {
         &self,
         path: &Path,
         size: u64,
+        attributes: FileAttributes,
         mut content: ContentStream,
     ) -> Result<Staged, RemoteError> {
         let key = self.key(path)?;
+        let attributes = metadata(attributes);
         if size > self.multipart_threshold {
-            return self.stage_multipart(path, &key, content).await;
+            return self.stage_multipart(path, &key, attributes, content).await;
         }
         let units = (size.div_ceil(BUDGET_UNIT) as u32).max(1);
         let permit = self
@@ -388,7 +455,7 @@ impl Remote for S3Remote {
                 .map_err(|e| RemoteError::transient(format!("reading {}: {e}", path.display())))?;
             bytes.extend_from_slice(&chunk);
         }
-        Ok(self.stash(StagedObject::Small(bytes.freeze(), permit)))
+        Ok(self.stash(StagedObject::Small(bytes.freeze(), attributes, permit)))
     }
 
     async fn publish(&self, items: Vec<PublishItem>) -> Vec<Result<RemoteRef, RemoteError>> {
@@ -397,7 +464,23 @@ impl Remote for S3Remote {
         futures_util::future::join_all(items.iter().map(|item| self.publish_one(item))).await
     }
 
+    async fn confirm(&self, item: &PublishItem) -> Result<(), RemoteError> {
+        confirm_size(self, item).await?;
+        // Confirmed: nothing will retry this publish; the memory or the finished upload goes.
+        self.take(&item.staged);
+        Ok(())
+    }
+
+    async fn stored_size(&self, path: &Path) -> Result<Option<u64>, RemoteError> {
+        match self.store.head(&self.key(path)?).await {
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.describe_error("cannot look up", path, e)),
+        }
+    }
+
     async fn discard(&self, _path: &Path, staged: Staged) {
+        // Aborting a completed upload is refused by the server; nothing is lost then.
         if let Some(StagedObject::Multipart(mut upload)) = self.take(&staged) {
             let _ = upload.abort().await;
         }
