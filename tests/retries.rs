@@ -61,8 +61,8 @@ impl Remote for FlakyRemote {
     async fn publish(&self, items: Vec<PublishItem>) -> Vec<Result<RemoteRef, RemoteError>> {
         self.inner.publish(items).await
     }
-    async fn confirm(&self, item: &PublishItem) -> Result<(), RemoteError> {
-        self.inner.confirm(item).await
+    async fn confirm(&self, items: &[PublishItem]) -> Vec<Result<(), RemoteError>> {
+        self.inner.confirm(items).await
     }
     async fn stored_size(&self, path: &Path) -> Result<Option<u64>, RemoteError> {
         self.inner.stored_size(path).await

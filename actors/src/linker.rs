@@ -14,7 +14,7 @@ use actix::prelude::*;
 use crate::ledger::{Ledger, PublishedFile};
 use crate::mailbox::Tracker;
 use crate::messages::{Publish, Unpublish};
-use crate::remote::{PublishItem, Remote, RemoteError, RemoteRef, PUBLISH_CONCURRENCY};
+use crate::remote::{PublishItem, Remote, RemoteError, RemoteRef};
 use crate::retry::RetryPolicy;
 use crate::stats::ActorStats;
 
@@ -236,8 +236,7 @@ async fn publish_run(shared: &Shared, run: Vec<Publish>) {
     }
 }
 
-/// The publish results with each success confirmed by the remote (several at once: one request
-/// each, so a burst of small files is not serialised on round trips). A confirmation that fails
+/// The publish results with each success confirmed by the remote. A confirmation that fails
 /// turns the success into a transient failure, so the publish is retried and nothing the remote
 /// does not hold is recorded.
 async fn confirmed(
@@ -245,18 +244,27 @@ async fn confirmed(
     items: &[PublishItem],
     results: Vec<Result<RemoteRef, RemoteError>>,
 ) -> Vec<Result<RemoteRef, RemoteError>> {
-    use futures_util::StreamExt;
-    futures_util::stream::iter(items.iter().zip(results))
-        .map(|(item, result)| async move {
+    let succeeded: Vec<PublishItem> = items
+        .iter()
+        .zip(&results)
+        .filter(|(_, result)| result.is_ok())
+        .map(|(item, _)| item.clone())
+        .collect();
+    if succeeded.is_empty() {
+        return results;
+    }
+    let mut confirmations = remote.confirm(&succeeded).await.into_iter();
+    results
+        .into_iter()
+        .map(|result| {
             let remote_ref = result?;
-            match remote.confirm(item).await {
-                Ok(()) => Ok(remote_ref),
-                Err(e) => Err(RemoteError::transient(e.message)),
+            match confirmations.next() {
+                Some(Ok(())) => Ok(remote_ref),
+                Some(Err(e)) => Err(RemoteError::transient(e.message)),
+                None => Err(RemoteError::transient("the remote gave no confirmation")),
             }
         })
-        .buffered(PUBLISH_CONCURRENCY)
         .collect()
-        .await
 }
 
 /// Records a batch's outcome. The files are on the remote already, so a ledger that cannot be

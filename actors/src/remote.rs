@@ -130,12 +130,14 @@ pub trait Remote: Send + Sync + 'static {
     /// the result has one entry per item, in order.
     async fn publish(&self, items: Vec<PublishItem>) -> Vec<Result<RemoteRef, RemoteError>>;
 
-    /// Evidence, asked of the remote itself, that a publish `publish` answered with success took:
-    /// the remote now holds an object of the staged size under the name. The linker records
-    /// nothing it could not confirm; a failure is retried like a failed publish (so a kind must
-    /// keep what a retry of `publish` needs until `confirm` succeeds or `discard` is called).
-    async fn confirm(&self, item: &PublishItem) -> Result<(), RemoteError> {
-        confirm_size(self, item).await
+    /// Evidence, asked of the remote itself, that publishes `publish` answered with success took:
+    /// the remote now holds an object of the staged size under each name. The items share one
+    /// directory, like `publish`'s; the result has one entry per item, in order. The linker
+    /// records nothing it could not confirm; a failure is retried like a failed publish (so a
+    /// kind keeps what a retry of `publish` needs until `confirm` succeeds or `discard` is
+    /// called). The default asks [`Remote::stored_size`] for each item, several at once.
+    async fn confirm(&self, items: &[PublishItem]) -> Vec<Result<(), RemoteError>> {
+        confirm_sizes(self, items).await
     }
 
     /// The size of what the remote holds under `path`, read from the remote (a stat, a HEAD, a
@@ -167,8 +169,28 @@ pub trait Remote: Send + Sync + 'static {
     }
 }
 
-/// [`Remote::confirm`]'s default, for kinds that add to it: the remote reports an object of the
-/// staged size under the item's name. Every failure is transient (the publish is retried).
+/// [`Remote::confirm`]'s default, for kinds that add to it: [`confirm_size`] for each item,
+/// [`PUBLISH_CONCURRENCY`] at once (one request each: a burst of small files is not serialised
+/// on round trips).
+pub async fn confirm_sizes<R: Remote + ?Sized>(
+    remote: &R,
+    items: &[PublishItem],
+) -> Vec<Result<(), RemoteError>> {
+    use futures_util::StreamExt;
+    // Built first, then run: a closure inside the stream trips the compiler's lifetime
+    // inference under async_trait.
+    let confirmations: Vec<_> = items
+        .iter()
+        .map(|item| confirm_size(remote, item))
+        .collect();
+    futures_util::stream::iter(confirmations)
+        .buffered(PUBLISH_CONCURRENCY)
+        .collect()
+        .await
+}
+
+/// The remote reports an object of the staged size under the item's name. Every failure is
+/// transient (the publish is retried).
 pub async fn confirm_size<R: Remote + ?Sized>(
     remote: &R,
     item: &PublishItem,

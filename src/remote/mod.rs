@@ -100,8 +100,8 @@ impl Remote for ReservedNames {
         self.0.publish(items).await
     }
 
-    async fn confirm(&self, item: &PublishItem) -> Result<(), RemoteError> {
-        self.0.confirm(item).await
+    async fn confirm(&self, items: &[PublishItem]) -> Vec<Result<(), RemoteError>> {
+        self.0.confirm(items).await
     }
 
     async fn stored_size(&self, path: &Path) -> Result<Option<u64>, RemoteError> {
@@ -167,7 +167,7 @@ pub async fn probe<R: Remote + ?Sized>(remote: &R) -> Result<(), RemoteError> {
     };
     let published = remote.publish(vec![item.clone()]).await.into_iter().next();
     let kept = match published {
-        Some(Ok(_)) => match remote.confirm(&item).await {
+        Some(Ok(_)) => match remote.confirm(std::slice::from_ref(&item)).await.remove(0) {
             Ok(()) => match remote.holds(path, size, &sha256).await {
                 Ok(true) => Ok(()),
                 Ok(false) => Err(RemoteError::permanent(format!(

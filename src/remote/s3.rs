@@ -27,7 +27,7 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use dropslot_actors::fileinfo::ContentHash;
 use dropslot_actors::remote::{
-    confirm_size, ContentStream, FileAttributes, PublishItem, Remote, RemoteError, RemoteRef,
+    confirm_sizes, ContentStream, FileAttributes, PublishItem, Remote, RemoteError, RemoteRef,
     Staged,
 };
 use futures_util::StreamExt;
@@ -464,11 +464,13 @@ impl Remote for S3Remote {
         futures_util::future::join_all(items.iter().map(|item| self.publish_one(item))).await
     }
 
-    async fn confirm(&self, item: &PublishItem) -> Result<(), RemoteError> {
-        confirm_size(self, item).await?;
-        // Confirmed: nothing will retry this publish; the memory or the finished upload goes.
-        self.take(&item.staged);
-        Ok(())
+    async fn confirm(&self, items: &[PublishItem]) -> Vec<Result<(), RemoteError>> {
+        let confirmed = confirm_sizes(self, items).await;
+        // Confirmed: nothing will retry these publishes; the memory or the finished upload goes.
+        for (item, _) in items.iter().zip(&confirmed).filter(|(_, c)| c.is_ok()) {
+            self.take(&item.staged);
+        }
+        confirmed
     }
 
     async fn stored_size(&self, path: &Path) -> Result<Option<u64>, RemoteError> {

@@ -253,11 +253,11 @@ impl TahoeRemote {
         Ok(())
     }
 
-    /// Names in `dir` that are directories (a file must never replace one).
-    async fn subdirectory_names(&self, dir: &Path) -> Result<HashSet<String>, RemoteError> {
-        if let Some(names) = self.subdirectories.lock().expect("lock").get(dir) {
-            return Ok(names.clone());
-        }
+    /// The children of `dir` as the gateway lists them (`t=json`), read from the grid.
+    async fn children(
+        &self,
+        dir: &Path,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, RemoteError> {
         let context = format!("cannot list directory {}", dir.display());
         let mut url = self.url(dir)?;
         url.query_pairs_mut().append_pair("t", "json");
@@ -265,18 +265,28 @@ impl TahoeRemote {
         if !status.is_success() {
             return Err(self.failure(&context, status, &body));
         }
-        let listing: serde_json::Value = serde_json::from_str(&body)
+        let mut listing: serde_json::Value = serde_json::from_str(&body)
             .map_err(|e| RemoteError::transient(format!("{context}: unreadable listing: {e}")))?;
-        let names: HashSet<String> = listing[1]["children"]
-            .as_object()
-            .map(|children| {
-                children
-                    .iter()
-                    .filter(|(_, child)| child[0] == "dirnode")
-                    .map(|(name, _)| name.clone())
-                    .collect()
-            })
-            .unwrap_or_default();
+        match listing[1]["children"].take() {
+            serde_json::Value::Object(children) => Ok(children),
+            _ => Err(RemoteError::transient(format!(
+                "{context}: the listing has no children"
+            ))),
+        }
+    }
+
+    /// Names in `dir` that are directories (a file must never replace one).
+    async fn subdirectory_names(&self, dir: &Path) -> Result<HashSet<String>, RemoteError> {
+        if let Some(names) = self.subdirectories.lock().expect("lock").get(dir) {
+            return Ok(names.clone());
+        }
+        let names: HashSet<String> = self
+            .children(dir)
+            .await?
+            .into_iter()
+            .filter(|(_, child)| child[0] == "dirnode")
+            .map(|(name, _)| name)
+            .collect();
         self.subdirectories
             .lock()
             .expect("lock")
@@ -420,20 +430,42 @@ impl Remote for TahoeRemote {
         self.link_batch(&dir, &items).await
     }
 
-    async fn confirm(&self, item: &PublishItem) -> Result<(), RemoteError> {
-        let path = item.path.display();
-        match self.child(&item.path).await {
-            Ok(Some((size, cap))) if size == item.size && cap == item.staged.0 => Ok(()),
-            Ok(Some(_)) => Err(RemoteError::transient(format!(
-                "{path}: the gateway answered that it was linked, but the directory holds another file under that name"
-            ))),
-            Ok(None) => Err(RemoteError::transient(format!(
-                "{path}: the gateway answered that it was linked, but the directory does not hold it"
-            ))),
-            Err(e) => Err(RemoteError::transient(format!(
-                "cannot confirm that {path} was published: {e}"
-            ))),
-        }
+    /// One listing of the batch's directory confirms the whole batch: each name must be the
+    /// file just uploaded (its read-cap) with the staged size.
+    async fn confirm(&self, items: &[PublishItem]) -> Vec<Result<(), RemoteError>> {
+        let dir = items
+            .first()
+            .and_then(|i| i.path.parent())
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let children = self.children(&dir).await;
+        items
+            .iter()
+            .map(|item| {
+                let path = item.path.display();
+                let children = children.as_ref().map_err(|e| {
+                    RemoteError::transient(format!("cannot confirm that {path} was published: {e}"))
+                })?;
+                let name = item.path.file_name().and_then(|n| n.to_str());
+                match name.and_then(|name| children.get(name)) {
+                    Some(child)
+                        if child[0] == "filenode"
+                            && child[1]["size"].as_u64() == Some(item.size)
+                            && child[1]["ro_uri"] == item.staged.0.as_str() =>
+                    {
+                        Ok(())
+                    }
+                    Some(_) => Err(RemoteError::transient(format!(
+                        "{path}: the gateway answered that it was linked, but the directory holds \
+                         another file under that name"
+                    ))),
+                    None => Err(RemoteError::transient(format!(
+                        "{path}: the gateway answered that it was linked, but the directory does \
+                         not hold it"
+                    ))),
+                }
+            })
+            .collect()
     }
 
     async fn stored_size(&self, path: &Path) -> Result<Option<u64>, RemoteError> {
