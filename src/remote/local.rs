@@ -29,18 +29,11 @@ use tokio::io::AsyncWriteExt;
 #[derive(Clone)]
 pub struct LocalRemote {
     root: PathBuf,
-    /// Deletes one at a time: two deletes in sibling directories each found their common parent
-    /// still holding the other's directory and left it behind, empty. In turn, the last delete
-    /// sees everything else gone.
-    deleting: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl LocalRemote {
     pub fn new(root: PathBuf) -> Self {
-        LocalRemote {
-            root,
-            deleting: Default::default(),
-        }
+        LocalRemote { root }
     }
 
     /// Where `path` (relative) is staged: beside its destination.
@@ -132,6 +125,21 @@ fn sync_file_system(dir: &Path) -> io::Result<()> {
 }
 
 impl LocalRemote {
+    /// Removes the directories above `file` that are empty now, up to (not including) the
+    /// target itself: a delete or a discarded upload leaves no empty directory behind.
+    async fn prune(&self, file: &Path) {
+        let mut dir = file.parent();
+        while let Some(d) = dir {
+            if d == self.root
+                || !d.starts_with(&self.root)
+                || tokio::fs::remove_dir(d).await.is_err()
+            {
+                break;
+            }
+            dir = d.parent();
+        }
+    }
+
     fn publish_one(&self, item: &PublishItem) -> Result<RemoteRef, RemoteError> {
         let dest = self.root.join(&item.path);
         if dest.symlink_metadata().is_ok_and(|m| m.is_dir()) {
@@ -280,7 +288,9 @@ impl Remote for LocalRemote {
     }
 
     async fn discard(&self, path: &Path, _staged: Staged) {
-        let _ = tokio::fs::remove_file(self.staging_file(path)).await;
+        let staged = self.staging_file(path);
+        let _ = tokio::fs::remove_file(&staged).await;
+        self.prune(&staged).await;
     }
 
     async fn holds(
@@ -302,20 +312,13 @@ impl Remote for LocalRemote {
 
     async fn delete(&self, path: &Path) -> Result<(), RemoteError> {
         let dest = self.root.join(path);
-        let _one_at_a_time = self.deleting.lock().await;
         match tokio::fs::remove_file(&dest).await {
             Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            // Never published: its directories may still have been made for staging.
+            Err(e) if is_gone(&e) => {}
             Err(e) => return Err(classify(format!("cannot delete {}", dest.display()), e)),
         }
-        // Empty directories left behind go too, up to (not including) the target itself.
-        let mut dir = dest.parent();
-        while let Some(d) = dir {
-            if d == self.root || tokio::fs::remove_dir(d).await.is_err() {
-                break;
-            }
-            dir = d.parent();
-        }
+        self.prune(&dest).await;
         Ok(())
     }
 }
