@@ -32,9 +32,10 @@ use dropslot_actors::remote::{
 };
 use futures_util::StreamExt;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path as Key;
 use object_store::{
-    Attribute, Attributes, ClientOptions, MultipartUpload, ObjectStore, ObjectStoreExt,
+    Attribute, Attributes, ClientOptions, MultipartId, ObjectStore, ObjectStoreExt,
     PutMultipartOptions, PutOptions, PutPayload, RetryConfig,
 };
 
@@ -49,10 +50,13 @@ const BUDGET_UNIT: u64 = 64 * 1024;
 
 enum StagedObject {
     Small(Bytes, Attributes, tokio::sync::OwnedSemaphorePermit),
-    Multipart(Box<dyn MultipartUpload>),
-    /// A multipart upload the server said it completed, kept until that is confirmed: it cannot
-    /// be completed again, only found in place.
-    Completed,
+    /// A multipart upload with all its parts on the server. The part list is ours: object_store's
+    /// upload handle empties its own at the first completion attempt, so a completion that
+    /// failed before reaching the server could never be retried ("Missing part" for ever).
+    Multipart {
+        id: MultipartId,
+        parts: Vec<PartId>,
+    },
 }
 
 /// The object metadata rclone keeps a file's mode and mtime in (so rclone and tools that read
@@ -279,11 +283,12 @@ impl S3Remote {
             attributes,
             ..Default::default()
         };
-        let mut upload = self
+        let id = self
             .store
-            .put_multipart_opts(key, options)
+            .create_multipart_opts(key, options)
             .await
             .map_err(|e| self.describe_error("cannot start uploading", path, e))?;
+        let mut parts = Vec::new();
         let mut part = BytesMut::with_capacity(self.part_size);
         let streamed = async {
             while let Some(chunk) = content.next().await {
@@ -291,29 +296,38 @@ impl S3Remote {
                     RemoteError::transient(format!("reading {}: {e}", path.display()))
                 })?;
                 part.extend_from_slice(&chunk);
-                if part.len() >= self.part_size {
+                while part.len() >= self.part_size {
                     let full = part.split_to(self.part_size).freeze();
-                    upload
-                        .put_part(PutPayload::from(full))
-                        .await
-                        .map_err(|e| self.describe_error("cannot upload a part of", path, e))?;
+                    parts.push(self.put_part(path, key, &id, parts.len(), full).await?);
                 }
             }
             if !part.is_empty() {
-                upload
-                    .put_part(PutPayload::from(part.split().freeze()))
-                    .await
-                    .map_err(|e| self.describe_error("cannot upload a part of", path, e))?;
+                let last = part.split().freeze();
+                parts.push(self.put_part(path, key, &id, parts.len(), last).await?);
             }
             Ok::<(), RemoteError>(())
         }
         .await;
         if let Err(e) = streamed {
             // An aborted multipart upload leaves no parts behind to pay for.
-            let _ = upload.abort().await;
+            let _ = self.store.abort_multipart(key, &id).await;
             return Err(e);
         }
-        Ok(self.stash(StagedObject::Multipart(upload)))
+        Ok(self.stash(StagedObject::Multipart { id, parts }))
+    }
+
+    async fn put_part(
+        &self,
+        path: &Path,
+        key: &Key,
+        id: &MultipartId,
+        index: usize,
+        bytes: Bytes,
+    ) -> Result<PartId, RemoteError> {
+        self.store
+            .put_part(key, id, index, PutPayload::from(bytes))
+            .await
+            .map_err(|e| self.describe_error("cannot upload a part of", path, e))
     }
 
     async fn publish_one(&self, item: &PublishItem) -> Result<RemoteRef, RemoteError> {
@@ -345,36 +359,29 @@ impl S3Remote {
                     Err(e) => Err((self.describe_error("cannot upload", &item.path, e), object)),
                 }
             }
-            StagedObject::Multipart(mut upload) => match upload.complete().await {
-                Ok(_) => Ok(StagedObject::Completed),
-                Err(e) => {
-                    let error = self.describe_error("cannot complete the upload of", &item.path, e);
-                    // A retried completion fails (moto: "Missing part", AWS: NoSuchUpload) when
-                    // the answer to the first one was lost: the object is then in place, which
-                    // only its content tells. Reading it back costs little next to a failure.
-                    let done_before = Remote::holds(self, &item.path, item.size, &item.sha256)
-                        .await
-                        .unwrap_or(false);
-                    if done_before {
-                        Ok(StagedObject::Completed)
-                    } else {
-                        Err((error, StagedObject::Multipart(upload)))
+            StagedObject::Multipart { id, parts } => {
+                match self
+                    .store
+                    .complete_multipart(&key, &id, parts.clone())
+                    .await
+                {
+                    Ok(_) => Ok(StagedObject::Multipart { id, parts }),
+                    Err(e) => {
+                        let error =
+                            self.describe_error("cannot complete the upload of", &item.path, e);
+                        // A retried completion fails (AWS: NoSuchUpload) when the answer to the
+                        // first one was lost: the object is then in place, which only its
+                        // content tells. Reading it back costs little next to a failure.
+                        let done_before = Remote::holds(self, &item.path, item.size, &item.sha256)
+                            .await
+                            .unwrap_or(false);
+                        let object = StagedObject::Multipart { id, parts };
+                        if done_before {
+                            Ok(object)
+                        } else {
+                            Err((error, object))
+                        }
                     }
-                }
-            },
-            StagedObject::Completed => {
-                match Remote::holds(self, &item.path, item.size, &item.sha256).await {
-                    Ok(true) => Ok(StagedObject::Completed),
-                    Ok(false) => Err((
-                        RemoteError::permanent(format!(
-                            "{}: the server acknowledged completing its multipart upload but does \
-                             not hold it (a completed upload cannot be completed again; the file \
-                             is sent anew at its next upload)",
-                            item.path.display()
-                        )),
-                        StagedObject::Completed,
-                    )),
-                    Err(e) => Err((e, StagedObject::Completed)),
                 }
             }
         };
@@ -394,8 +401,8 @@ impl S3Remote {
                         .lock()
                         .expect("staged lock")
                         .insert(item.staged.0.clone(), object);
-                } else if let StagedObject::Multipart(mut upload) = object {
-                    let _ = upload.abort().await;
+                } else if let StagedObject::Multipart { id, .. } = object {
+                    let _ = self.store.abort_multipart(&key, &id).await;
                 }
                 Err(error)
             }
@@ -481,10 +488,12 @@ impl Remote for S3Remote {
         }
     }
 
-    async fn discard(&self, _path: &Path, staged: Staged) {
+    async fn discard(&self, path: &Path, staged: Staged) {
         // Aborting a completed upload is refused by the server; nothing is lost then.
-        if let Some(StagedObject::Multipart(mut upload)) = self.take(&staged) {
-            let _ = upload.abort().await;
+        if let (Some(StagedObject::Multipart { id, .. }), Ok(key)) =
+            (self.take(&staged), self.key(path))
+        {
+            let _ = self.store.abort_multipart(&key, &id).await;
         }
     }
 

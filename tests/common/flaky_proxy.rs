@@ -270,6 +270,7 @@ async fn forward(
     settings: &Settings,
 ) -> Result<Response<Bytes>, std::io::Error> {
     let (parts, body) = req.into_parts();
+    let head = parts.method == hyper::Method::HEAD;
     let body = body
         .collect()
         .await
@@ -290,7 +291,9 @@ async fn forward(
     let answer = out.send().await.map_err(std::io::Error::other)?;
     let mut response = Response::builder().status(answer.status());
     for (name, value) in answer.headers() {
-        if name != hyper::header::CONTENT_LENGTH
+        // A HEAD answer's Content-Length is the object's size (what a client asks HEAD for),
+        // not the length of the empty body passed on.
+        if (head || name != hyper::header::CONTENT_LENGTH)
             && name != hyper::header::TRANSFER_ENCODING
             && name != hyper::header::CONNECTION
         {
