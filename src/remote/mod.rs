@@ -138,12 +138,20 @@ impl Remote for ReservedNames {
     }
 }
 
-/// `check`'s round trip, the same steps a file takes: a small probe with fresh content is staged,
-/// published, confirmed ([`Remote::confirm`]) and read back (size and SHA-256), then deleted. A
-/// remote that acknowledges writes and keeps nothing fails here, not after a day of uploads.
-pub async fn probe<R: Remote + ?Sized>(remote: &R) -> Result<(), RemoteError> {
+/// Adds what `check` was doing to a remote's error about its probe.
+fn within(what: &str, e: RemoteError) -> RemoteError {
+    RemoteError {
+        class: e.class,
+        message: format!("{what} {PROBE}: {}", e.message),
+    }
+}
+
+/// Stages `check`'s probe: fresh content each time, so an earlier probe left on the remote cannot
+/// pass for this one. Returns the staged upload, its size and SHA-256.
+pub async fn stage_probe<R: Remote + ?Sized>(
+    remote: &R,
+) -> Result<(Staged, u64, ContentHash), RemoteError> {
     use sha2::Digest;
-    let path = Path::new(PROBE);
     let content = bytes::Bytes::from(format!(
         "dropslot check {}\n",
         uuid::Uuid::new_v4().as_hyphenated()
@@ -151,14 +159,27 @@ pub async fn probe<R: Remote + ?Sized>(remote: &R) -> Result<(), RemoteError> {
     let size = content.len() as u64;
     let sha256: ContentHash = sha2::Sha256::digest(&content).into();
     let stream: ContentStream = Box::pin(futures_util::stream::once(async move { Ok(content) }));
-    let within = |what: &str, e: RemoteError| RemoteError {
-        class: e.class,
-        message: format!("{what} {PROBE}: {}", e.message),
-    };
     let staged = remote
-        .stage(path, size, FileAttributes::default(), stream)
+        .stage(Path::new(PROBE), size, FileAttributes::default(), stream)
         .await
         .map_err(|e| within("cannot upload the probe", e))?;
+    Ok((staged, size, sha256))
+}
+
+/// The error for a probe the remote acknowledged but did not give back.
+pub fn probe_not_kept(how: &str) -> RemoteError {
+    RemoteError::permanent(format!(
+        "the remote did not keep the probe {PROBE}: it acknowledged the upload, but {how} gave \
+         other content or nothing"
+    ))
+}
+
+/// `check`'s round trip, the same steps a file takes: a small probe with fresh content is staged,
+/// published, confirmed ([`Remote::confirm`]) and read back (size and SHA-256), then deleted. A
+/// remote that acknowledges writes and keeps nothing fails here, not after a day of uploads.
+pub async fn probe<R: Remote + ?Sized>(remote: &R) -> Result<(), RemoteError> {
+    let path = Path::new(PROBE);
+    let (staged, size, sha256) = stage_probe(remote).await?;
     let item = PublishItem {
         path: path.to_path_buf(),
         staged: staged.clone(),
@@ -170,10 +191,7 @@ pub async fn probe<R: Remote + ?Sized>(remote: &R) -> Result<(), RemoteError> {
         Some(Ok(_)) => match remote.confirm(std::slice::from_ref(&item)).await.remove(0) {
             Ok(()) => match remote.holds(path, size, &sha256).await {
                 Ok(true) => Ok(()),
-                Ok(false) => Err(RemoteError::permanent(format!(
-                    "the remote did not keep the probe {PROBE}: it acknowledged the upload, but \
-                     reading it back gave other content or nothing"
-                ))),
+                Ok(false) => Err(probe_not_kept("reading it back")),
                 Err(e) => Err(within("cannot read back the probe", e)),
             },
             Err(e) => Err(within(

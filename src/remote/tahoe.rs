@@ -253,6 +253,35 @@ impl TahoeRemote {
         Ok(())
     }
 
+    /// `check`'s probe for Tahoe: uploaded like a file, then read back by its cap (size and
+    /// SHA-256), but never linked: `check` may run beside the daemon, and a second writer of the
+    /// target directory could make the grid lose entries the ledger records.
+    async fn probe_unlinked(&self) -> Result<(), RemoteError> {
+        let (staged, size, sha256) = super::stage_probe(self).await?;
+        let mut url = self.gateway.clone();
+        url.path_segments_mut()
+            .expect("an http(s) URL has a path")
+            .pop_if_empty()
+            .push("uri")
+            .push(&staged.0);
+        let context = format!("cannot read back the probe {}", super::PROBE);
+        let response =
+            self.client.get(url).send().await.map_err(|e| {
+                classify_transport(&context, &e.without_url(), self.gateway.as_str())
+            })?;
+        let kept = response.status().is_success()
+            && response.content_length() == Some(size)
+            && body_matches(response.bytes_stream(), &sha256, |e| {
+                classify_transport(&context, &e.without_url(), self.gateway.as_str())
+            })
+            .await?;
+        if kept {
+            Ok(())
+        } else {
+            Err(super::probe_not_kept("reading it back by its cap"))
+        }
+    }
+
     /// The children of `dir` as the gateway lists them (`t=json`), read from the grid.
     async fn children(
         &self,
@@ -374,7 +403,7 @@ impl Remote for TahoeRemote {
         let (status, body) = self.send(&context, self.client.get(url)).await?;
         match status {
             // The gateway pretty-prints its JSON: parsed, never matched as text.
-            s if s.is_success() && is_dirnode(&body) => super::probe(self).await,
+            s if s.is_success() && is_dirnode(&body) => self.probe_unlinked().await,
             s if s.is_success() => Err(RemoteError::permanent(format!("{context}: the cap is not a directory"))),
             StatusCode::GONE => Err(RemoteError::permanent(format!(
                 "{context}: the grid does not know the directory cap (or no storage server is connected)"
