@@ -2,7 +2,8 @@
 //! staged uploads and deletes removed files, in batches of what arrives together, and never has
 //! two requests in flight for the same remote directory (for Tahoe, concurrent writes to one
 //! mutable directory lose entries). Only after the remote confirms that it holds each file (see
-//! [`Remote::confirm`]) does it record the result in the ledger. It owns batching and per-directory ordering; it does not move file content.
+//! [`Remote::confirm`]) does it record the result in the ledger. It owns batching and
+//! per-directory ordering; it does not move file content.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;

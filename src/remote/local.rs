@@ -66,6 +66,22 @@ fn apply_attributes(file: &std::fs::File, attributes: FileAttributes) -> io::Res
     Ok(())
 }
 
+/// Creates the staging file and its directories. A delete or discarded upload in the same
+/// directory may remove a directory just made (it was empty for a moment), so a vanished parent
+/// is made again, once.
+fn create_staging(file: &Path) -> io::Result<std::fs::File> {
+    let mut again = true;
+    loop {
+        if let Some(parent) = file.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        match std::fs::File::create(file) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound && again => again = false,
+            created => return created,
+        }
+    }
+}
+
 async fn stage_small(
     file: PathBuf,
     size: u64,
@@ -83,10 +99,7 @@ async fn stage_small(
         )));
     }
     tokio::task::spawn_blocking(move || {
-        if let Some(parent) = file.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        let written = std::fs::File::create(&file).and_then(|mut out| {
+        let written = create_staging(&file).and_then(|mut out| {
             io::Write::write_all(&mut out, &bytes)?;
             apply_attributes(&out, attributes)
         });
@@ -218,13 +231,12 @@ impl Remote for LocalRemote {
                 .await
                 .map_err(|e| classify(context(), e));
         }
-        if let Some(parent) = file.parent() {
-            tokio::fs::create_dir_all(parent)
-                .await
-                .map_err(|e| classify(context(), e))?;
-        }
         let written = async {
-            let mut out = tokio::fs::File::create(&file).await?;
+            let creating = file.clone();
+            let out = tokio::task::spawn_blocking(move || create_staging(&creating))
+                .await
+                .map_err(io::Error::other)??;
+            let mut out = tokio::fs::File::from_std(out);
             let mut total = 0u64;
             while let Some(chunk) = content.next().await {
                 let chunk = chunk?;
