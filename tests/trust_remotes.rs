@@ -1,8 +1,8 @@
 //! Issue 10 ("Trust"), the remote side: the real binary against real servers on loopback (nginx
 //! WebDAV, moto S3, a Tahoe grid, the local remote), each claim checked by an independent client
 //! or on the server's own disk. Covers lying servers (finding 5), WebDAV control characters
-//! (finding 2), Tahoe's NFC names (finding 3), staging-name twins (finding 4), modes and
-//! mtimes (finding D) and empty directories after deletes (finding 10).
+//! (finding 2), Tahoe's NFC names and S3's byte-exact keys (finding 3), staging-name twins
+//! (finding 4), modes and mtimes (finding D) and empty directories after deletes (finding 10).
 
 mod common;
 
@@ -466,4 +466,71 @@ fn count_dirs(dir: &Path) -> usize {
         .filter(|e| e.file_type().unwrap().is_dir())
         .map(|e| 1 + count_dirs(&e.path()))
         .sum()
+}
+
+/// S3 keys are byte-exact: names that differ only in Unicode normalisation stay two objects;
+/// names S3 cannot hold unchanged (control characters) are refused by name.
+#[test]
+fn s3_keeps_nfc_and_nfd_names_apart_and_refuses_control_characters() {
+    let Some(server) = Server::moto() else {
+        return;
+    };
+    server.create_bucket("drops");
+    let mut env = Env::new();
+    use_s3(&mut env, &server.url());
+    let kept = [
+        "caf\u{e9}.txt",
+        "cafe\u{301}.txt",
+        "r\u{e9}p/a.txt",
+        "re\u{301}p/a.txt",
+    ];
+    let refused = ["a\tb.txt", "a\nb"];
+    let content = |rel: &str| format!("this is {rel:?}\n").into_bytes();
+    for rel in kept.iter().chain(&refused) {
+        env.write(rel, &content(rel));
+    }
+    let out = env.run_once();
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    // GET with curl, signed, straight to moto, the key percent-encoded byte for byte.
+    let get = |rel: &str| {
+        let encoded: String = rel
+            .bytes()
+            .map(|b| match b {
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'.' | b'-' | b'_' | b'/' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                "-f",
+                "--aws-sigv4",
+                "aws:amz:us-east-1:s3",
+                "--user",
+                "test:test",
+            ])
+            .arg(format!("{}/drops/{encoded}", server.url()))
+            .output()
+            .unwrap();
+        out.status.success().then_some(out.stdout)
+    };
+    for rel in kept {
+        assert_eq!(get(rel), Some(content(rel)), "{rel:?} on moto");
+        assert!(published(&env, rel), "{rel:?} not recorded");
+    }
+    let report = status(&env);
+    for rel in refused {
+        let error = failure_of(&report, rel).unwrap_or_else(|| panic!("{rel:?}: {report}"));
+        assert!(error.contains("S3 key"), "{error}");
+        assert!(!published(&env, rel));
+    }
+    eprintln!(
+        "FIGURE S3 names: {} names differing only in NFC/NFD read back as distinct objects by \
+         curl; {} names with tab or LF refused by name",
+        kept.len(),
+        refused.len()
+    );
 }
