@@ -90,7 +90,8 @@ pub struct S3Remote {
     next_token: AtomicU64,
     /// Credentials as configured, to scrub from error texts (servers echo the key id).
     secrets: Vec<String>,
-    /// Requests the linker's batches may have in flight at once, across all directories.
+    /// Requests the linker's batches (publishes and their confirmations) may have in flight at
+    /// once, across all directories.
     publishing: tokio::sync::Semaphore,
     /// Memory for staged small files, in [`BUDGET_UNIT`]s.
     staged_budget: Arc<tokio::sync::Semaphore>,
@@ -481,6 +482,12 @@ impl Remote for S3Remote {
     }
 
     async fn stored_size(&self, path: &Path) -> Result<Option<u64>, RemoteError> {
+        // Confirmations count against the same bound as publishes, across all directories.
+        let _permit = self
+            .publishing
+            .acquire()
+            .await
+            .expect("semaphore never closed");
         match self.store.head(&self.key(path)?).await {
             Ok(meta) => Ok(Some(meta.size)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
