@@ -147,13 +147,14 @@ fn within(what: &str, e: RemoteError) -> RemoteError {
 }
 
 /// Stages `check`'s probe: fresh content each time, so an earlier probe left on the remote cannot
-/// pass for this one. Returns the staged upload, its size and SHA-256.
+/// pass for this one, and longer than 55 bytes, so Tahoe stores it on the grid instead of inside
+/// its cap (a LIT cap). Returns the staged upload, its size and SHA-256.
 pub async fn stage_probe<R: Remote + ?Sized>(
     remote: &R,
 ) -> Result<(Staged, u64, ContentHash), RemoteError> {
     use sha2::Digest;
     let content = bytes::Bytes::from(format!(
-        "dropslot check {}\n",
+        "dropslot check {}: written, read back and deleted by `dropslot check`\n",
         uuid::Uuid::new_v4().as_hyphenated()
     ));
     let size = content.len() as u64;
