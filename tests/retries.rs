@@ -16,7 +16,9 @@ use dropslot::ledger::SqliteLedger;
 use dropslot::pipeline::Pipeline;
 use dropslot::remote::local::LocalRemote;
 use dropslot_actors::ledger::{EntryStatus, Ledger};
-use dropslot_actors::remote::{ContentStream, PublishItem, Remote, RemoteError, RemoteRef, Staged};
+use dropslot_actors::remote::{
+    ContentStream, FileAttributes, PublishItem, Remote, RemoteError, RemoteRef, Staged,
+};
 
 /// Fails `stage` for chosen paths: a number of times, or always.
 struct FlakyRemote {
@@ -41,6 +43,7 @@ impl Remote for FlakyRemote {
         &self,
         path: &Path,
         size: u64,
+        attributes: FileAttributes,
         content: ContentStream,
     ) -> Result<Staged, RemoteError> {
         self.stage_calls.fetch_add(1, Ordering::SeqCst);
@@ -53,10 +56,16 @@ impl Remote for FlakyRemote {
                 return Err(RemoteError::transient("injected hiccup"));
             }
         }
-        self.inner.stage(path, size, content).await
+        self.inner.stage(path, size, attributes, content).await
     }
     async fn publish(&self, items: Vec<PublishItem>) -> Vec<Result<RemoteRef, RemoteError>> {
         self.inner.publish(items).await
+    }
+    async fn confirm(&self, items: &[PublishItem]) -> Vec<Result<(), RemoteError>> {
+        self.inner.confirm(items).await
+    }
+    async fn stored_size(&self, path: &Path) -> Result<Option<u64>, RemoteError> {
+        self.inner.stored_size(path).await
     }
     async fn discard(&self, path: &Path, staged: Staged) {
         self.inner.discard(path, staged).await

@@ -1,8 +1,9 @@
 //! The directory linker: the one actor that makes changes visible on the remote. It publishes
 //! staged uploads and deletes removed files, in batches of what arrives together, and never has
 //! two requests in flight for the same remote directory (for Tahoe, concurrent writes to one
-//! mutable directory lose entries). Only after the remote confirms does it record the result in
-//! the ledger. It owns batching and per-directory ordering; it does not move file content.
+//! mutable directory lose entries). Only after the remote confirms that it holds each file (see
+//! [`Remote::confirm`]) does it record the result in the ledger. It owns batching and
+//! per-directory ordering; it does not move file content.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
@@ -14,7 +15,7 @@ use actix::prelude::*;
 use crate::ledger::{Ledger, PublishedFile};
 use crate::mailbox::Tracker;
 use crate::messages::{Publish, Unpublish};
-use crate::remote::{PublishItem, Remote, RemoteError};
+use crate::remote::{PublishItem, Remote, RemoteError, RemoteRef};
 use crate::retry::RetryPolicy;
 use crate::stats::ActorStats;
 
@@ -182,7 +183,7 @@ async fn publish_run(shared: &Shared, run: Vec<Publish>) {
     let mut published = Vec::new();
     let mut failed: Vec<(PathBuf, String, u32)> = Vec::new();
     while !waiting.is_empty() {
-        let items = waiting
+        let items: Vec<PublishItem> = waiting
             .iter()
             .map(|(p, _)| PublishItem {
                 path: p.path.clone(),
@@ -191,7 +192,8 @@ async fn publish_run(shared: &Shared, run: Vec<Publish>) {
                 sha256: p.sha256,
             })
             .collect();
-        let results = shared.remote.publish(items).await;
+        let results = shared.remote.publish(items.clone()).await;
+        let results = confirmed(&*shared.remote, &items, results).await;
         let delay = delays.next();
         let mut retry = Vec::new();
         for ((p, attempts), result) in waiting.into_iter().zip(results) {
@@ -233,6 +235,37 @@ async fn publish_run(shared: &Shared, run: Vec<Publish>) {
     for path in done {
         shared.tracker.complete(&path);
     }
+}
+
+/// The publish results with each success confirmed by the remote. A confirmation that fails
+/// turns the success into a transient failure, so the publish is retried and nothing the remote
+/// does not hold is recorded.
+async fn confirmed(
+    remote: &dyn Remote,
+    items: &[PublishItem],
+    results: Vec<Result<RemoteRef, RemoteError>>,
+) -> Vec<Result<RemoteRef, RemoteError>> {
+    let succeeded: Vec<PublishItem> = items
+        .iter()
+        .zip(&results)
+        .filter(|(_, result)| result.is_ok())
+        .map(|(item, _)| item.clone())
+        .collect();
+    if succeeded.is_empty() {
+        return results;
+    }
+    let mut confirmations = remote.confirm(&succeeded).await.into_iter();
+    results
+        .into_iter()
+        .map(|result| {
+            let remote_ref = result?;
+            match confirmations.next() {
+                Some(Ok(())) => Ok(remote_ref),
+                Some(Err(e)) => Err(RemoteError::transient(e.message)),
+                None => Err(RemoteError::transient("the remote gave no confirmation")),
+            }
+        })
+        .collect()
 }
 
 /// Records a batch's outcome. The files are on the remote already, so a ledger that cannot be

@@ -23,7 +23,7 @@ use crate::ledger::Ledger;
 use crate::linker::Linker;
 use crate::mailbox::Tracker;
 use crate::messages::{Publish, UploadJob, UploadSource};
-use crate::remote::{ContentStream, Remote, RemoteError, Staged};
+use crate::remote::{ContentStream, FileAttributes, Remote, RemoteError, Staged};
 use crate::retry::RetryPolicy;
 use crate::snapshot::SnapshotArea;
 use crate::stats::ActorStats;
@@ -341,6 +341,11 @@ async fn upload_once(
     if at_open != expected {
         return Ok(Attempt::SourceChanged);
     }
+    // Mode and mtime for the remotes that keep them, from the descriptor that is read.
+    let attributes = file
+        .metadata()
+        .map(|m| FileAttributes::of(&m))
+        .unwrap_or_default();
 
     let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(READ_AHEAD);
     let checking = content.clone();
@@ -362,7 +367,10 @@ async fn upload_once(
     let content: ContentStream = Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|chunk| (chunk, rx))
     }));
-    let staged = deps.remote.stage(path, expected.size, content).await;
+    let staged = deps
+        .remote
+        .stage(path, expected.size, attributes, content)
+        .await;
     let (read, unchanged) = reader
         .await
         .map_err(|e| AttemptError::Source(io::Error::other(e)))?;

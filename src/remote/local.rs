@@ -10,13 +10,19 @@
 //!
 //! Durability: one `syncfs` per published batch, before the linker records the batch in the
 //! ledger, so "published" in the ledger means "on disk" without an fsync per file.
+//!
+//! Kept besides content: the permission bits (`0o777`; never setuid, setgid or sticky) and the
+//! modification time of the source, set on the staged file so the rename publishes them too.
+//! A delete removes the directories it leaves empty, up to (not including) the target.
 
 use std::io;
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use dropslot_actors::fileinfo::{hash_file, is_gone, ContentHash};
-use dropslot_actors::remote::{ContentStream, PublishItem, Remote, RemoteError, RemoteRef, Staged};
+use dropslot_actors::remote::{
+    ContentStream, FileAttributes, PublishItem, Remote, RemoteError, RemoteRef, Staged,
+};
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 
@@ -42,7 +48,46 @@ impl LocalRemote {
 /// files spent more time handing each `tokio::fs` call to a thread than writing.
 const SMALL_FILE: u64 = 1 << 20;
 
-async fn stage_small(file: PathBuf, size: u64, mut content: ContentStream) -> io::Result<Staged> {
+/// Gives the staged file the source's mode and modification time (a later rename keeps both).
+fn apply_attributes(file: &std::fs::File, attributes: FileAttributes) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(mode) = attributes.mode {
+        file.set_permissions(std::fs::Permissions::from_mode(mode & 0o777))?;
+    }
+    if let Some(ns) = attributes.mtime_ns {
+        let since_epoch = std::time::Duration::from_nanos(ns.unsigned_abs());
+        let mtime = if ns >= 0 {
+            std::time::UNIX_EPOCH + since_epoch
+        } else {
+            std::time::UNIX_EPOCH - since_epoch
+        };
+        file.set_modified(mtime)?;
+    }
+    Ok(())
+}
+
+/// Creates the staging file and its directories. A delete or discarded upload in the same
+/// directory may remove a directory just made (it was empty for a moment), so a vanished parent
+/// is made again, once.
+fn create_staging(file: &Path) -> io::Result<std::fs::File> {
+    let mut again = true;
+    loop {
+        if let Some(parent) = file.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        match std::fs::File::create(file) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound && again => again = false,
+            created => return created,
+        }
+    }
+}
+
+async fn stage_small(
+    file: PathBuf,
+    size: u64,
+    attributes: FileAttributes,
+    mut content: ContentStream,
+) -> io::Result<Staged> {
     let mut bytes = Vec::with_capacity(size as usize);
     while let Some(chunk) = content.next().await {
         bytes.extend_from_slice(&chunk?);
@@ -54,10 +99,11 @@ async fn stage_small(file: PathBuf, size: u64, mut content: ContentStream) -> io
         )));
     }
     tokio::task::spawn_blocking(move || {
-        if let Some(parent) = file.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        if let Err(e) = std::fs::write(&file, &bytes) {
+        let written = create_staging(&file).and_then(|mut out| {
+            io::Write::write_all(&mut out, &bytes)?;
+            apply_attributes(&out, attributes)
+        });
+        if let Err(e) = written {
             let _ = std::fs::remove_file(&file);
             return Err(e);
         }
@@ -92,6 +138,21 @@ fn sync_file_system(dir: &Path) -> io::Result<()> {
 }
 
 impl LocalRemote {
+    /// Removes the directories above `file` that are empty now, up to (not including) the
+    /// target itself: a delete or a discarded upload leaves no empty directory behind.
+    async fn prune(&self, file: &Path) {
+        let mut dir = file.parent();
+        while let Some(d) = dir {
+            if d == self.root
+                || !d.starts_with(&self.root)
+                || tokio::fs::remove_dir(d).await.is_err()
+            {
+                break;
+            }
+            dir = d.parent();
+        }
+    }
+
     fn publish_one(&self, item: &PublishItem) -> Result<RemoteRef, RemoteError> {
         let dest = self.root.join(&item.path);
         if dest.symlink_metadata().is_ok_and(|m| m.is_dir()) {
@@ -101,14 +162,24 @@ impl LocalRemote {
                 self.root.display()
             )));
         }
-        std::fs::rename(self.staging_file(&item.path), &dest).map_err(|e| {
-            let context = format!(
-                "cannot publish {} into {}",
-                item.path.display(),
-                self.root.display()
-            );
-            classify(context, e)
-        })?;
+        match std::fs::rename(self.staging_file(&item.path), &dest) {
+            Ok(()) => {}
+            // Renamed by an earlier attempt whose confirmation failed: in place already, if the
+            // content says so.
+            Err(e)
+                if e.kind() == io::ErrorKind::NotFound
+                    && hash_file(&dest).is_ok_and(|(hash, meta)| {
+                        meta.size == item.size && hash == item.sha256
+                    }) => {}
+            Err(e) => {
+                let context = format!(
+                    "cannot publish {} into {}",
+                    item.path.display(),
+                    self.root.display()
+                );
+                return Err(classify(context, e));
+            }
+        }
         Ok(RemoteRef(item.path.display().to_string()))
     }
 }
@@ -123,12 +194,7 @@ impl Remote for LocalRemote {
         tokio::fs::create_dir_all(&self.root)
             .await
             .map_err(|e| classify(format!("cannot create {}", self.root.display()), e))?;
-        let probe = self.staging_file(Path::new("dropslot-check"));
-        tokio::fs::write(&probe, b"dropslot check")
-            .await
-            .map_err(|e| classify(format!("cannot write into {}", self.root.display()), e))?;
-        let _ = tokio::fs::remove_file(&probe).await;
-        Ok(())
+        super::probe(self).await
     }
 
     async fn reconcile(&self, interrupted: Vec<PathBuf>) -> Result<(), RemoteError> {
@@ -155,22 +221,22 @@ impl Remote for LocalRemote {
         &self,
         path: &Path,
         size: u64,
+        attributes: FileAttributes,
         mut content: ContentStream,
     ) -> Result<Staged, RemoteError> {
         let file = self.staging_file(path);
         let context = || format!("cannot stage {} in {}", path.display(), self.root.display());
         if size <= SMALL_FILE {
-            return stage_small(file, size, content)
+            return stage_small(file, size, attributes, content)
                 .await
                 .map_err(|e| classify(context(), e));
         }
-        if let Some(parent) = file.parent() {
-            tokio::fs::create_dir_all(parent)
-                .await
-                .map_err(|e| classify(context(), e))?;
-        }
         let written = async {
-            let mut out = tokio::fs::File::create(&file).await?;
+            let creating = file.clone();
+            let out = tokio::task::spawn_blocking(move || create_staging(&creating))
+                .await
+                .map_err(io::Error::other)??;
+            let mut out = tokio::fs::File::from_std(out);
             let mut total = 0u64;
             while let Some(chunk) = content.next().await {
                 let chunk = chunk?;
@@ -178,6 +244,10 @@ impl Remote for LocalRemote {
                 out.write_all(&chunk).await?;
             }
             out.flush().await?;
+            let out = out.into_std().await;
+            tokio::task::spawn_blocking(move || apply_attributes(&out, attributes))
+                .await
+                .map_err(io::Error::other)??;
             Ok::<u64, io::Error>(total)
         }
         .await;
@@ -220,8 +290,19 @@ impl Remote for LocalRemote {
         })
     }
 
+    async fn stored_size(&self, path: &Path) -> Result<Option<u64>, RemoteError> {
+        match tokio::fs::symlink_metadata(self.root.join(path)).await {
+            Ok(meta) if meta.is_file() => Ok(Some(meta.len())),
+            Ok(_) => Ok(None),
+            Err(e) if is_gone(&e) => Ok(None),
+            Err(e) => Err(classify(format!("cannot stat {}", path.display()), e)),
+        }
+    }
+
     async fn discard(&self, path: &Path, _staged: Staged) {
-        let _ = tokio::fs::remove_file(self.staging_file(path)).await;
+        let staged = self.staging_file(path);
+        let _ = tokio::fs::remove_file(&staged).await;
+        self.prune(&staged).await;
     }
 
     async fn holds(
@@ -245,17 +326,11 @@ impl Remote for LocalRemote {
         let dest = self.root.join(path);
         match tokio::fs::remove_file(&dest).await {
             Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            // Never published: its directories may still have been made for staging.
+            Err(e) if is_gone(&e) => {}
             Err(e) => return Err(classify(format!("cannot delete {}", dest.display()), e)),
         }
-        // Empty directories left behind go too, up to (not including) the target itself.
-        let mut dir = dest.parent();
-        while let Some(d) = dir {
-            if d == self.root || tokio::fs::remove_dir(d).await.is_err() {
-                break;
-            }
-            dir = d.parent();
-        }
+        self.prune(&dest).await;
         Ok(())
     }
 }

@@ -1,6 +1,8 @@
 //! The remote kinds, each behind [`dropslot_actors::remote::Remote`], the one function that
-//! builds the configured one, and the error wording the network kinds share. Retries and
-//! bookkeeping are the pipeline's, not the remotes'.
+//! builds the configured one (wrapped in [`ReservedNames`], the one place that keeps user files
+//! off dropslot's own names), `check`'s probe round trip shared by every kind, and the URL and
+//! error wording the network kinds share. Retries and bookkeeping are the pipeline's, not the
+//! remotes'.
 
 pub mod local;
 pub mod s3;
@@ -8,28 +10,256 @@ pub mod tahoe;
 pub mod webdav;
 
 use std::error::Error as StdError;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use dropslot_actors::fileinfo::ContentHash;
-use dropslot_actors::remote::{Remote, RemoteError};
+pub use dropslot_actors::remote::PUBLISH_CONCURRENCY;
+use dropslot_actors::remote::{
+    ContentStream, FileAttributes, PublishItem, Remote, RemoteError, RemoteRef, Staged,
+};
 
 use crate::config::{RemoteConfig, RemoteKind};
 
 /// Builds the configured remote. Errors name the setting or file at fault, never a secret.
 pub fn build(config: &RemoteConfig) -> anyhow::Result<Arc<dyn Remote>> {
-    Ok(match config.kind {
+    let remote: Arc<dyn Remote> = match config.kind {
         RemoteKind::Local => Arc::new(local::LocalRemote::new(config.path.clone())),
         RemoteKind::S3 => Arc::new(s3::S3Remote::new(config).map_err(anyhow::Error::msg)?),
         RemoteKind::Webdav => {
             Arc::new(webdav::WebDavRemote::new(config).map_err(anyhow::Error::msg)?)
         }
         RemoteKind::Tahoe => Arc::new(tahoe::TahoeRemote::new(config).map_err(anyhow::Error::msg)?),
-    })
+    };
+    Ok(Arc::new(ReservedNames(remote)))
 }
 
-/// Publish requests in flight at once (per directory batch for WebDAV, in all for S3): each is
-/// an independent atomic step, and with network latency they dominate a burst of small files.
-pub const PUBLISH_CONCURRENCY: usize = 16;
+/// The start of every name dropslot itself writes on a remote (staging files, `check`'s probe).
+pub const RESERVED_PREFIX: &str = ".dropslot-";
+
+/// The name `check`'s probe is published under, at the top of the target.
+pub const PROBE: &str = ".dropslot-check";
+
+/// Why `path` may not be published because a component of it is one of dropslot's own names;
+/// `None` if it may.
+pub fn reserved_name_problem(path: &Path) -> Option<RemoteError> {
+    use std::os::unix::ffi::OsStrExt;
+    path.components()
+        .any(|c| {
+            c.as_os_str()
+                .as_bytes()
+                .starts_with(RESERVED_PREFIX.as_bytes())
+        })
+        .then(|| {
+            RemoteError::permanent(format!(
+                "{}: the name prefix {RESERVED_PREFIX} is reserved for dropslot's staging files",
+                path.display()
+            ))
+        })
+}
+
+/// Every configured remote is used through this wrapper, so that no user file can take a name
+/// dropslot writes itself (a staging name like `.dropslot-<hash of another name>.partial` would
+/// otherwise publish one file's bytes under another's name). Everything else is the inner
+/// kind's.
+pub struct ReservedNames(pub Arc<dyn Remote>);
+
+#[async_trait]
+impl Remote for ReservedNames {
+    fn describe(&self) -> String {
+        self.0.describe()
+    }
+
+    async fn check(&self) -> Result<(), RemoteError> {
+        self.0.check().await
+    }
+
+    async fn reconcile(&self, interrupted: Vec<PathBuf>) -> Result<(), RemoteError> {
+        let allowed = interrupted
+            .into_iter()
+            .filter(|p| reserved_name_problem(p).is_none())
+            .collect();
+        self.0.reconcile(allowed).await
+    }
+
+    async fn stage(
+        &self,
+        path: &Path,
+        size: u64,
+        attributes: FileAttributes,
+        content: ContentStream,
+    ) -> Result<Staged, RemoteError> {
+        if let Some(refused) = reserved_name_problem(path) {
+            return Err(refused);
+        }
+        self.0.stage(path, size, attributes, content).await
+    }
+
+    async fn publish(&self, items: Vec<PublishItem>) -> Vec<Result<RemoteRef, RemoteError>> {
+        self.0.publish(items).await
+    }
+
+    async fn confirm(&self, items: &[PublishItem]) -> Vec<Result<(), RemoteError>> {
+        self.0.confirm(items).await
+    }
+
+    async fn stored_size(&self, path: &Path) -> Result<Option<u64>, RemoteError> {
+        self.0.stored_size(path).await
+    }
+
+    async fn discard(&self, path: &Path, staged: Staged) {
+        self.0.discard(path, staged).await
+    }
+
+    async fn holds(
+        &self,
+        path: &Path,
+        size: u64,
+        sha256: &ContentHash,
+    ) -> Result<bool, RemoteError> {
+        if reserved_name_problem(path).is_some() {
+            return Ok(false);
+        }
+        self.0.holds(path, size, sha256).await
+    }
+
+    async fn delete(&self, path: &Path) -> Result<(), RemoteError> {
+        // Such a file was refused, so never published under that name; deleting the name could
+        // only remove another file's staged upload.
+        if reserved_name_problem(path).is_some() {
+            return Ok(());
+        }
+        self.0.delete(path).await
+    }
+
+    fn directory_of(&self, path: &Path) -> PathBuf {
+        self.0.directory_of(path)
+    }
+}
+
+/// Adds what `check` was doing to a remote's error about its probe.
+fn within(what: &str, e: RemoteError) -> RemoteError {
+    RemoteError {
+        class: e.class,
+        message: format!("{what} {PROBE}: {}", e.message),
+    }
+}
+
+/// Stages `check`'s probe: fresh content each time, so an earlier probe left on the remote cannot
+/// pass for this one, and longer than 55 bytes, so Tahoe stores it on the grid instead of inside
+/// its cap (a LIT cap). Returns the staged upload, its size and SHA-256.
+pub async fn stage_probe<R: Remote + ?Sized>(
+    remote: &R,
+) -> Result<(Staged, u64, ContentHash), RemoteError> {
+    use sha2::Digest;
+    let content = bytes::Bytes::from(format!(
+        "dropslot check {}: written, read back and deleted by `dropslot check`\n",
+        uuid::Uuid::new_v4().as_hyphenated()
+    ));
+    let size = content.len() as u64;
+    let sha256: ContentHash = sha2::Sha256::digest(&content).into();
+    let stream: ContentStream = Box::pin(futures_util::stream::once(async move { Ok(content) }));
+    let staged = remote
+        .stage(Path::new(PROBE), size, FileAttributes::default(), stream)
+        .await
+        .map_err(|e| within("cannot upload the probe", e))?;
+    Ok((staged, size, sha256))
+}
+
+/// The error for a probe the remote acknowledged but did not give back.
+pub fn probe_not_kept(how: &str) -> RemoteError {
+    RemoteError::permanent(format!(
+        "the remote did not keep the probe {PROBE}: it acknowledged the upload, but {how} gave \
+         other content or nothing"
+    ))
+}
+
+/// `check`'s round trip, the same steps a file takes: a small probe with fresh content is staged,
+/// published, confirmed ([`Remote::confirm`]) and read back (size and SHA-256), then deleted. A
+/// remote that acknowledges writes and keeps nothing fails here, not after a day of uploads.
+pub async fn probe<R: Remote + ?Sized>(remote: &R) -> Result<(), RemoteError> {
+    let path = Path::new(PROBE);
+    let (staged, size, sha256) = stage_probe(remote).await?;
+    let item = PublishItem {
+        path: path.to_path_buf(),
+        staged: staged.clone(),
+        size,
+        sha256,
+    };
+    let published = remote.publish(vec![item.clone()]).await.into_iter().next();
+    let kept = match published {
+        Some(Ok(_)) => match remote.confirm(std::slice::from_ref(&item)).await.remove(0) {
+            Ok(()) => match remote.holds(path, size, &sha256).await {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(probe_not_kept("reading it back")),
+                Err(e) => Err(within("cannot read back the probe", e)),
+            },
+            Err(e) => Err(within(
+                "the remote did not keep the probe (it acknowledged the upload)",
+                e,
+            )),
+        },
+        Some(Err(e)) => Err(within("cannot publish the probe", e)),
+        None => Err(RemoteError::transient(format!(
+            "cannot publish the probe {PROBE}: no answer for it"
+        ))),
+    };
+    if kept.is_err() {
+        remote.discard(path, staged).await;
+    }
+    let removed = remote
+        .delete(path)
+        .await
+        .map_err(|e| within("cannot delete the probe", e));
+    kept.and(removed)
+}
+
+/// Bytes left as they are in a URL path segment: RFC 3986's unreserved characters. Everything
+/// else (control characters, `%`, `?`, `#`, non-ASCII) is percent-encoded, so a name reaches
+/// the server byte for byte. The `url` crate's segment setter cannot be used for names: like
+/// every WHATWG URL parser it silently drops tab, LF and CR.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// `base` (whose path ends with `/`) with the components of `rel` appended as encoded segments;
+/// with `collection`, a trailing `/`. A name that is not UTF-8 is an error naming `rel`.
+pub fn join_url(
+    base: &reqwest::Url,
+    rel: &Path,
+    collection: bool,
+    kind: &str,
+) -> Result<reqwest::Url, RemoteError> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut path = base.path().to_string();
+    if !path.ends_with('/') {
+        path.push('/');
+    }
+    let mut first = true;
+    for part in rel.components() {
+        let name = part.as_os_str();
+        if std::str::from_utf8(name.as_bytes()).is_err() {
+            return Err(RemoteError::permanent(format!(
+                "{}: the name is not UTF-8, which {kind} names must be",
+                rel.display()
+            )));
+        }
+        if !first {
+            path.push('/');
+        }
+        first = false;
+        path.extend(percent_encoding::percent_encode(name.as_bytes(), SEGMENT));
+    }
+    if collection && !first {
+        path.push('/');
+    }
+    let mut url = base.clone();
+    url.set_path(&path);
+    Ok(url)
+}
 
 /// Whether a downloaded body hashes to `sha256`; a failed read is the caller's kind of error.
 pub async fn body_matches<E>(
@@ -151,5 +381,39 @@ mod tests {
                     .message
                     .contains("connection refused by http://127.0.0.1:9")
         );
+    }
+
+    #[test]
+    fn names_reach_the_url_byte_for_byte() {
+        let base = reqwest::Url::parse("http://h:1/dav/drops/").unwrap();
+        let url = |rel: &str, collection| {
+            join_url(&base, Path::new(rel), collection, "WebDAV")
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(url("a\tb.txt", false), "http://h:1/dav/drops/a%09b.txt");
+        assert_eq!(
+            url("tab\tdir/x\ny\r", false),
+            "http://h:1/dav/drops/tab%09dir/x%0Ay%0D"
+        );
+        assert_eq!(
+            url("50% ?#.txt", false),
+            "http://h:1/dav/drops/50%25%20%3F%23.txt"
+        );
+        assert_eq!(url("café/d", true), "http://h:1/dav/drops/caf%C3%A9/d/");
+        assert_eq!(url("", true), "http://h:1/dav/drops/");
+        // Distinct names, distinct URLs.
+        assert_ne!(url("ab.txt", false), url("a\tb.txt", false));
+    }
+
+    #[test]
+    fn dropslot_names_are_refused_at_any_depth() {
+        assert!(reserved_name_problem(Path::new("a/b.txt")).is_none());
+        assert!(reserved_name_problem(Path::new("x.dropslot-y")).is_none());
+        let refused = reserved_name_problem(Path::new("d/.dropslot-0123.partial")).unwrap();
+        assert!(!refused.is_transient());
+        assert!(refused.message.contains("d/.dropslot-0123.partial"));
+        assert!(refused.message.contains("reserved"));
+        assert!(reserved_name_problem(Path::new(".dropslot-x/f")).is_some());
     }
 }

@@ -11,7 +11,12 @@
 //!
 //! The object key is the file's path relative to the drop folder, `/`-separated, under the
 //! prefix; a name S3 cannot hold (not UTF-8, `.` or `..` segments, control characters) is an
-//! error naming the file.
+//! error naming the file. Keys are byte-exact (no normalisation), so distinct names stay distinct.
+//!
+//! A publish is confirmed with a HEAD of the key (its size); what a retry needs (the bytes, the
+//! multipart upload) is kept until then. Mode and modification time travel as object metadata
+//! the way rclone writes them: `x-amz-meta-mtime` (seconds since the epoch with a fraction) and
+//! `x-amz-meta-mode` (octal, with the regular-file type bits, e.g. `100644`).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -21,12 +26,17 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use dropslot_actors::fileinfo::ContentHash;
-use dropslot_actors::remote::{ContentStream, PublishItem, Remote, RemoteError, RemoteRef, Staged};
+use dropslot_actors::remote::{
+    confirm_sizes, ContentStream, FileAttributes, PublishItem, Remote, RemoteError, RemoteRef,
+    Staged,
+};
 use futures_util::StreamExt;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path as Key;
 use object_store::{
-    ClientOptions, MultipartUpload, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig,
+    Attribute, Attributes, ClientOptions, MultipartId, ObjectStore, ObjectStoreExt,
+    PutMultipartOptions, PutOptions, PutPayload, RetryConfig,
 };
 
 use super::{body_matches, classify_transport, PUBLISH_CONCURRENCY};
@@ -39,8 +49,34 @@ const STAGED_BUDGET_FACTOR: u64 = 4;
 const BUDGET_UNIT: u64 = 64 * 1024;
 
 enum StagedObject {
-    Small(Bytes, tokio::sync::OwnedSemaphorePermit),
-    Multipart(Box<dyn MultipartUpload>),
+    Small(Bytes, Attributes, tokio::sync::OwnedSemaphorePermit),
+    /// A multipart upload with all its parts on the server. The part list is ours: object_store's
+    /// upload handle empties its own at the first completion attempt, so a completion that
+    /// failed before reaching the server could never be retried ("Missing part" for ever).
+    Multipart {
+        id: MultipartId,
+        parts: Vec<PartId>,
+    },
+}
+
+/// The object metadata rclone keeps a file's mode and mtime in (so rclone and tools that read
+/// its convention see them).
+fn metadata(attributes: FileAttributes) -> Attributes {
+    let mut kept = Attributes::new();
+    if let Some(ns) = attributes.mtime_ns {
+        let (secs, frac) = (ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000));
+        kept.insert(
+            Attribute::Metadata("mtime".into()),
+            format!("{secs}.{frac:09}").into(),
+        );
+    }
+    if let Some(mode) = attributes.mode {
+        kept.insert(
+            Attribute::Metadata("mode".into()),
+            format!("{:o}", 0o100000 | (mode & 0o777)).into(),
+        );
+    }
+    kept
 }
 
 pub struct S3Remote {
@@ -54,7 +90,8 @@ pub struct S3Remote {
     next_token: AtomicU64,
     /// Credentials as configured, to scrub from error texts (servers echo the key id).
     secrets: Vec<String>,
-    /// Requests the linker's batches may have in flight at once, across all directories.
+    /// Requests the linker's batches (publishes and their confirmations) may have in flight at
+    /// once, across all directories.
     publishing: tokio::sync::Semaphore,
     /// Memory for staged small files, in [`BUDGET_UNIT`]s.
     staged_budget: Arc<tokio::sync::Semaphore>,
@@ -240,13 +277,19 @@ impl S3Remote {
         &self,
         path: &Path,
         key: &Key,
+        attributes: Attributes,
         mut content: ContentStream,
     ) -> Result<Staged, RemoteError> {
-        let mut upload = self
+        let options = PutMultipartOptions {
+            attributes,
+            ..Default::default()
+        };
+        let id = self
             .store
-            .put_multipart(key)
+            .create_multipart_opts(key, options)
             .await
             .map_err(|e| self.describe_error("cannot start uploading", path, e))?;
+        let mut parts = Vec::new();
         let mut part = BytesMut::with_capacity(self.part_size);
         let streamed = async {
             while let Some(chunk) = content.next().await {
@@ -254,29 +297,38 @@ impl S3Remote {
                     RemoteError::transient(format!("reading {}: {e}", path.display()))
                 })?;
                 part.extend_from_slice(&chunk);
-                if part.len() >= self.part_size {
+                while part.len() >= self.part_size {
                     let full = part.split_to(self.part_size).freeze();
-                    upload
-                        .put_part(PutPayload::from(full))
-                        .await
-                        .map_err(|e| self.describe_error("cannot upload a part of", path, e))?;
+                    parts.push(self.put_part(path, key, &id, parts.len(), full).await?);
                 }
             }
             if !part.is_empty() {
-                upload
-                    .put_part(PutPayload::from(part.split().freeze()))
-                    .await
-                    .map_err(|e| self.describe_error("cannot upload a part of", path, e))?;
+                let last = part.split().freeze();
+                parts.push(self.put_part(path, key, &id, parts.len(), last).await?);
             }
             Ok::<(), RemoteError>(())
         }
         .await;
         if let Err(e) = streamed {
             // An aborted multipart upload leaves no parts behind to pay for.
-            let _ = upload.abort().await;
+            let _ = self.store.abort_multipart(key, &id).await;
             return Err(e);
         }
-        Ok(self.stash(StagedObject::Multipart(upload)))
+        Ok(self.stash(StagedObject::Multipart { id, parts }))
+    }
+
+    async fn put_part(
+        &self,
+        path: &Path,
+        key: &Key,
+        id: &MultipartId,
+        index: usize,
+        bytes: Bytes,
+    ) -> Result<PartId, RemoteError> {
+        self.store
+            .put_part(key, id, index, PutPayload::from(bytes))
+            .await
+            .map_err(|e| self.describe_error("cannot upload a part of", path, e))
     }
 
     async fn publish_one(&self, item: &PublishItem) -> Result<RemoteRef, RemoteError> {
@@ -293,35 +345,56 @@ impl S3Remote {
             ))
         })?;
         let result = match object {
-            StagedObject::Small(bytes, permit) => {
-                match self.store.put(&key, PutPayload::from(bytes.clone())).await {
-                    Ok(_) => Ok(()),
-                    Err(e) => Err((
-                        self.describe_error("cannot upload", &item.path, e),
-                        StagedObject::Small(bytes, permit),
-                    )),
+            StagedObject::Small(bytes, attributes, permit) => {
+                let options = PutOptions {
+                    attributes: attributes.clone(),
+                    ..Default::default()
+                };
+                let put = self
+                    .store
+                    .put_opts(&key, PutPayload::from(bytes.clone()), options)
+                    .await;
+                let object = StagedObject::Small(bytes, attributes, permit);
+                match put {
+                    Ok(_) => Ok(object),
+                    Err(e) => Err((self.describe_error("cannot upload", &item.path, e), object)),
                 }
             }
-            StagedObject::Multipart(mut upload) => match upload.complete().await {
-                Ok(_) => Ok(()),
-                Err(e) => {
-                    let error = self.describe_error("cannot complete the upload of", &item.path, e);
-                    // A retried completion fails (moto: "Missing part", AWS: NoSuchUpload) when
-                    // the answer to the first one was lost: the object is then in place, which
-                    // only its content tells. Reading it back costs little next to a failure.
-                    let done_before = Remote::holds(self, &item.path, item.size, &item.sha256)
-                        .await
-                        .unwrap_or(false);
-                    if done_before {
-                        Ok(())
-                    } else {
-                        Err((error, StagedObject::Multipart(upload)))
+            StagedObject::Multipart { id, parts } => {
+                match self
+                    .store
+                    .complete_multipart(&key, &id, parts.clone())
+                    .await
+                {
+                    Ok(_) => Ok(StagedObject::Multipart { id, parts }),
+                    Err(e) => {
+                        let error =
+                            self.describe_error("cannot complete the upload of", &item.path, e);
+                        // A retried completion fails (AWS: NoSuchUpload) when the answer to the
+                        // first one was lost: the object is then in place, which only its
+                        // content tells. Reading it back costs little next to a failure.
+                        let done_before = Remote::holds(self, &item.path, item.size, &item.sha256)
+                            .await
+                            .unwrap_or(false);
+                        let object = StagedObject::Multipart { id, parts };
+                        if done_before {
+                            Ok(object)
+                        } else {
+                            Err((error, object))
+                        }
                     }
                 }
-            },
+            }
         };
         match result {
-            Ok(()) => Ok(RemoteRef(key.to_string())),
+            Ok(object) => {
+                // Kept until the linker confirms the object is there: a retry needs it.
+                self.staged
+                    .lock()
+                    .expect("staged lock")
+                    .insert(item.staged.0.clone(), object);
+                Ok(RemoteRef(key.to_string()))
+            }
             Err((error, object)) => {
                 if error.is_transient() {
                     // Kept for the linker's retry.
@@ -329,8 +402,8 @@ impl S3Remote {
                         .lock()
                         .expect("staged lock")
                         .insert(item.staged.0.clone(), object);
-                } else if let StagedObject::Multipart(mut upload) = object {
-                    let _ = upload.abort().await;
+                } else if let StagedObject::Multipart { id, .. } = object {
+                    let _ = self.store.abort_multipart(&key, &id).await;
                 }
                 Err(error)
             }
@@ -354,8 +427,8 @@ impl Remote for S3Remote {
         self.store
             .list_with_delimiter(prefix.as_ref())
             .await
-            .map(drop)
-            .map_err(|e| self.describe_error("cannot list", Path::new(&self.prefix), e))
+            .map_err(|e| self.describe_error("cannot list", Path::new(&self.prefix), e))?;
+        super::probe(self).await
     }
 
     async fn reconcile(&self, _interrupted: Vec<PathBuf>) -> Result<(), RemoteError> {
@@ -369,11 +442,13 @@ impl Remote for S3Remote {
         &self,
         path: &Path,
         size: u64,
+        attributes: FileAttributes,
         mut content: ContentStream,
     ) -> Result<Staged, RemoteError> {
         let key = self.key(path)?;
+        let attributes = metadata(attributes);
         if size > self.multipart_threshold {
-            return self.stage_multipart(path, &key, content).await;
+            return self.stage_multipart(path, &key, attributes, content).await;
         }
         let units = (size.div_ceil(BUDGET_UNIT) as u32).max(1);
         let permit = self
@@ -388,7 +463,7 @@ impl Remote for S3Remote {
                 .map_err(|e| RemoteError::transient(format!("reading {}: {e}", path.display())))?;
             bytes.extend_from_slice(&chunk);
         }
-        Ok(self.stash(StagedObject::Small(bytes.freeze(), permit)))
+        Ok(self.stash(StagedObject::Small(bytes.freeze(), attributes, permit)))
     }
 
     async fn publish(&self, items: Vec<PublishItem>) -> Vec<Result<RemoteRef, RemoteError>> {
@@ -397,9 +472,35 @@ impl Remote for S3Remote {
         futures_util::future::join_all(items.iter().map(|item| self.publish_one(item))).await
     }
 
-    async fn discard(&self, _path: &Path, staged: Staged) {
-        if let Some(StagedObject::Multipart(mut upload)) = self.take(&staged) {
-            let _ = upload.abort().await;
+    async fn confirm(&self, items: &[PublishItem]) -> Vec<Result<(), RemoteError>> {
+        let confirmed = confirm_sizes(self, items).await;
+        // Confirmed: nothing will retry these publishes; the memory or the finished upload goes.
+        for (item, _) in items.iter().zip(&confirmed).filter(|(_, c)| c.is_ok()) {
+            self.take(&item.staged);
+        }
+        confirmed
+    }
+
+    async fn stored_size(&self, path: &Path) -> Result<Option<u64>, RemoteError> {
+        // Confirmations count against the same bound as publishes, across all directories.
+        let _permit = self
+            .publishing
+            .acquire()
+            .await
+            .expect("semaphore never closed");
+        match self.store.head(&self.key(path)?).await {
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.describe_error("cannot look up", path, e)),
+        }
+    }
+
+    async fn discard(&self, path: &Path, staged: Staged) {
+        // Aborting a completed upload is refused by the server; nothing is lost then.
+        if let (Some(StagedObject::Multipart { id, .. }), Ok(key)) =
+            (self.take(&staged), self.key(path))
+        {
+            let _ = self.store.abort_multipart(&key, &id).await;
         }
     }
 

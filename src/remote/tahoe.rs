@@ -9,6 +9,14 @@
 //! (creating one writes its parent), so no directory is ever written by two requests at once:
 //! concurrent writes to one mutable directory can fail or silently lose entries.
 //!
+//! Names: Tahoe stores child names in Unicode NFC, so a name in another form would be published
+//! renamed, and two local names (`café` composed and decomposed) would become one child, the
+//! second replacing the first. Every component of a path must therefore be NFC and free of
+//! control characters, or the file is refused by name; the names that pass map to themselves.
+//! A publish is confirmed by reading the child back from its directory (`t=json`): it must be the
+//! file just uploaded (its read-cap) with the staged size. Modes and modification times are not
+//! kept (Tahoe's metadata `mtime` is the time of linking).
+//!
 //! Caps are secrets: URLs containing them never reach an error message (reqwest errors are
 //! stripped of their URL) and the write-cap is scrubbed from any text the gateway returns.
 
@@ -17,10 +25,14 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use dropslot_actors::remote::{ContentStream, PublishItem, Remote, RemoteError, RemoteRef, Staged};
+use dropslot_actors::fileinfo::ContentHash;
+use dropslot_actors::remote::{
+    ContentStream, FileAttributes, PublishItem, Remote, RemoteError, RemoteRef, Staged,
+};
 use reqwest::{StatusCode, Url};
+use unicode_normalization::UnicodeNormalization;
 
-use super::classify_transport;
+use super::{body_matches, classify_transport, join_url};
 use crate::config::{RemoteConfig, Secret};
 
 pub struct TahoeRemote {
@@ -65,6 +77,35 @@ fn utf8_name<'a>(path: &'a Path, name: &'a std::ffi::OsStr) -> Result<&'a str, R
     })
 }
 
+fn is_dirnode(listing: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(listing).is_ok_and(|node| node[0] == "dirnode")
+}
+
+/// Why Tahoe cannot hold `path` under exactly its name; `None` if it can.
+fn name_problem(path: &Path) -> Option<RemoteError> {
+    for part in path.components() {
+        let name = match utf8_name(path, part.as_os_str()) {
+            Ok(name) => name,
+            Err(e) => return Some(e),
+        };
+        if name.chars().any(char::is_control) {
+            return Some(RemoteError::permanent(format!(
+                "{}: the name {name:?} holds control characters, which Tahoe names cannot keep",
+                path.display()
+            )));
+        }
+        if !unicode_normalization::is_nfc(name) {
+            let nfc: String = name.nfc().collect();
+            return Some(RemoteError::permanent(format!(
+                "{}: the name {name:?} is not in Unicode NFC form; Tahoe would store it as {nfc:?}, \
+                 where another file of that name would replace it (rename it to its NFC form)",
+                path.display()
+            )));
+        }
+    }
+    None
+}
+
 impl TahoeRemote {
     pub fn new(config: &RemoteConfig) -> Result<Self, String> {
         let file = config
@@ -98,18 +139,43 @@ impl TahoeRemote {
 
     /// `gateway/uri/<dircap>/<base>/<rel>`
     fn url(&self, rel: &Path) -> Result<Url, RemoteError> {
-        let mut url = self.gateway.clone();
-        {
-            let mut segments = url.path_segments_mut().expect("an http(s) URL has a path");
-            segments
-                .pop_if_empty()
-                .push("uri")
-                .push(self.dircap.expose());
-            for part in self.base.join(rel).components() {
-                segments.push(utf8_name(rel, part.as_os_str())?);
-            }
+        let mut cap = self.gateway.clone();
+        cap.path_segments_mut()
+            .expect("an http(s) URL has a path")
+            .pop_if_empty()
+            .push("uri")
+            .push(self.dircap.expose());
+        let below = self.base.join(rel);
+        if below.as_os_str().is_empty() {
+            return Ok(cap);
         }
-        Ok(url)
+        cap.path_segments_mut()
+            .expect("an http(s) URL has a path")
+            .push("");
+        join_url(&cap, &below, false, "Tahoe")
+    }
+
+    /// The child `path` as its directory lists it: its size and read-cap, or `None` if there is
+    /// no file of that name.
+    async fn child(&self, path: &Path) -> Result<Option<(u64, String)>, RemoteError> {
+        let context = format!("cannot look up {}", path.display());
+        let mut url = self.url(path)?;
+        url.query_pairs_mut().append_pair("t", "json");
+        let (status, body) = self.send(&context, self.client.get(url)).await?;
+        if status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            return Err(self.failure(&context, status, &body));
+        }
+        let node: serde_json::Value = serde_json::from_str(&body)
+            .map_err(|e| RemoteError::transient(format!("{context}: unreadable answer: {e}")))?;
+        if node[0] != "filenode" {
+            return Ok(None);
+        }
+        let size = node[1]["size"].as_u64();
+        let cap = node[1]["ro_uri"].as_str().unwrap_or_default().to_string();
+        Ok(size.map(|size| (size, cap)))
     }
 
     fn scrub(&self, text: &str) -> String {
@@ -187,11 +253,40 @@ impl TahoeRemote {
         Ok(())
     }
 
-    /// Names in `dir` that are directories (a file must never replace one).
-    async fn subdirectory_names(&self, dir: &Path) -> Result<HashSet<String>, RemoteError> {
-        if let Some(names) = self.subdirectories.lock().expect("lock").get(dir) {
-            return Ok(names.clone());
+    /// `check`'s probe for Tahoe: uploaded like a file, then read back by its cap (size and
+    /// SHA-256), but never linked: `check` may run beside the daemon, and a second writer of the
+    /// target directory could make the grid lose entries the ledger records.
+    async fn probe_unlinked(&self) -> Result<(), RemoteError> {
+        let (staged, size, sha256) = super::stage_probe(self).await?;
+        let mut url = self.gateway.clone();
+        url.path_segments_mut()
+            .expect("an http(s) URL has a path")
+            .pop_if_empty()
+            .push("uri")
+            .push(&staged.0);
+        let context = format!("cannot read back the probe {}", super::PROBE);
+        let response =
+            self.client.get(url).send().await.map_err(|e| {
+                classify_transport(&context, &e.without_url(), self.gateway.as_str())
+            })?;
+        let kept = response.status().is_success()
+            && response.content_length() == Some(size)
+            && body_matches(response.bytes_stream(), &sha256, |e| {
+                classify_transport(&context, &e.without_url(), self.gateway.as_str())
+            })
+            .await?;
+        if kept {
+            Ok(())
+        } else {
+            Err(super::probe_not_kept("reading it back by its cap"))
         }
+    }
+
+    /// The children of `dir` as the gateway lists them (`t=json`), read from the grid.
+    async fn children(
+        &self,
+        dir: &Path,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, RemoteError> {
         let context = format!("cannot list directory {}", dir.display());
         let mut url = self.url(dir)?;
         url.query_pairs_mut().append_pair("t", "json");
@@ -199,18 +294,28 @@ impl TahoeRemote {
         if !status.is_success() {
             return Err(self.failure(&context, status, &body));
         }
-        let listing: serde_json::Value = serde_json::from_str(&body)
+        let mut listing: serde_json::Value = serde_json::from_str(&body)
             .map_err(|e| RemoteError::transient(format!("{context}: unreadable listing: {e}")))?;
-        let names: HashSet<String> = listing[1]["children"]
-            .as_object()
-            .map(|children| {
-                children
-                    .iter()
-                    .filter(|(_, child)| child[0] == "dirnode")
-                    .map(|(name, _)| name.clone())
-                    .collect()
-            })
-            .unwrap_or_default();
+        match listing[1]["children"].take() {
+            serde_json::Value::Object(children) => Ok(children),
+            _ => Err(RemoteError::transient(format!(
+                "{context}: the listing has no children"
+            ))),
+        }
+    }
+
+    /// Names in `dir` that are directories (a file must never replace one).
+    async fn subdirectory_names(&self, dir: &Path) -> Result<HashSet<String>, RemoteError> {
+        if let Some(names) = self.subdirectories.lock().expect("lock").get(dir) {
+            return Ok(names.clone());
+        }
+        let names: HashSet<String> = self
+            .children(dir)
+            .await?
+            .into_iter()
+            .filter(|(_, child)| child[0] == "dirnode")
+            .map(|(name, _)| name)
+            .collect();
         self.subdirectories
             .lock()
             .expect("lock")
@@ -234,7 +339,11 @@ impl TahoeRemote {
         let mut children = serde_json::Map::new();
         for item in items {
             let name = item.path.file_name().unwrap_or_default();
-            let result = utf8_name(&item.path, name).and_then(|name| {
+            let checked = match name_problem(&item.path) {
+                Some(refused) => Err(refused),
+                None => utf8_name(&item.path, name),
+            };
+            let result = checked.and_then(|name| {
                 if subdirectories.contains(name) {
                     return Err(RemoteError::permanent(format!(
                         "cannot publish {}: a directory of that name is in the way on the grid",
@@ -293,7 +402,8 @@ impl Remote for TahoeRemote {
         url.query_pairs_mut().append_pair("t", "json");
         let (status, body) = self.send(&context, self.client.get(url)).await?;
         match status {
-            s if s.is_success() && body.starts_with("[\"dirnode\"") => Ok(()),
+            // The gateway pretty-prints its JSON: parsed, never matched as text.
+            s if s.is_success() && is_dirnode(&body) => self.probe_unlinked().await,
             s if s.is_success() => Err(RemoteError::permanent(format!("{context}: the cap is not a directory"))),
             StatusCode::GONE => Err(RemoteError::permanent(format!(
                 "{context}: the grid does not know the directory cap (or no storage server is connected)"
@@ -313,8 +423,13 @@ impl Remote for TahoeRemote {
         &self,
         path: &Path,
         size: u64,
+        _attributes: FileAttributes,
         content: ContentStream,
     ) -> Result<Staged, RemoteError> {
+        // Refused before any byte is sent.
+        if let Some(refused) = name_problem(path) {
+            return Err(refused);
+        }
         let context = format!("cannot upload {}", path.display());
         let mut url = self.gateway.clone();
         url.path_segments_mut()
@@ -342,6 +457,74 @@ impl Remote for TahoeRemote {
             .map(Path::to_path_buf)
             .unwrap_or_default();
         self.link_batch(&dir, &items).await
+    }
+
+    /// One listing of the batch's directory confirms the whole batch: each name must be the
+    /// file just uploaded (its read-cap) with the staged size.
+    async fn confirm(&self, items: &[PublishItem]) -> Vec<Result<(), RemoteError>> {
+        let dir = items
+            .first()
+            .and_then(|i| i.path.parent())
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let children = self.children(&dir).await;
+        items
+            .iter()
+            .map(|item| {
+                let path = item.path.display();
+                let children = children.as_ref().map_err(|e| {
+                    RemoteError::transient(format!("cannot confirm that {path} was published: {e}"))
+                })?;
+                let name = item.path.file_name().and_then(|n| n.to_str());
+                match name.and_then(|name| children.get(name)) {
+                    Some(child)
+                        if child[0] == "filenode"
+                            && child[1]["size"].as_u64() == Some(item.size)
+                            && child[1]["ro_uri"] == item.staged.0.as_str() =>
+                    {
+                        Ok(())
+                    }
+                    Some(_) => Err(RemoteError::transient(format!(
+                        "{path}: the gateway answered that it was linked, but the directory holds \
+                         another file under that name"
+                    ))),
+                    None => Err(RemoteError::transient(format!(
+                        "{path}: the gateway answered that it was linked, but the directory does \
+                         not hold it"
+                    ))),
+                }
+            })
+            .collect()
+    }
+
+    async fn stored_size(&self, path: &Path) -> Result<Option<u64>, RemoteError> {
+        Ok(self.child(path).await?.map(|(size, _)| size))
+    }
+
+    async fn holds(
+        &self,
+        path: &Path,
+        size: u64,
+        sha256: &ContentHash,
+    ) -> Result<bool, RemoteError> {
+        if self.stored_size(path).await? != Some(size) {
+            return Ok(false);
+        }
+        let context = format!("cannot read back {}", path.display());
+        let response =
+            self.client.get(self.url(path)?).send().await.map_err(|e| {
+                classify_transport(&context, &e.without_url(), self.gateway.as_str())
+            })?;
+        match response.status() {
+            StatusCode::NOT_FOUND => Ok(false),
+            s if !s.is_success() => Err(self.failure(&context, s, "")),
+            _ => {
+                body_matches(response.bytes_stream(), sha256, |e| {
+                    classify_transport(&context, &e.without_url(), self.gateway.as_str())
+                })
+                .await
+            }
+        }
     }
 
     async fn discard(&self, _path: &Path, _staged: Staged) {
@@ -373,5 +556,18 @@ mod tests {
         assert!(below.as_os_str().is_empty());
         assert!(parse_dircap("URI:CHK:abc").is_err());
         assert!(parse_dircap("URI:DIR2:abc/../x").is_err());
+    }
+
+    #[test]
+    fn only_names_tahoe_keeps_unchanged_pass() {
+        assert!(name_problem(Path::new("r\u{e9}p/caf\u{e9}.txt")).is_none());
+        let nfd = name_problem(Path::new("cafe\u{301}.txt")).unwrap();
+        assert!(!nfd.is_transient() && nfd.message.contains("NFC"));
+        let dir = name_problem(Path::new("re\u{301}p/x.txt")).unwrap();
+        assert!(dir.message.starts_with("re\u{301}p/x.txt: "));
+        assert!(name_problem(Path::new("tab\tdir/x"))
+            .unwrap()
+            .message
+            .contains("control"));
     }
 }

@@ -4,6 +4,12 @@
 //! visible by the directory linker with a MOVE, so a reader never sees a partial file. Parent
 //! collections are created with MKCOL the first time a directory is used (remembered for the
 //! life of the process), since many servers refuse a PUT into a missing collection.
+//!
+//! Names: every byte of a name other than RFC 3986's unreserved characters is percent-encoded
+//! ([`super::join_url`]), control characters included, so each local name is one distinct URL;
+//! a name that is not UTF-8 is refused. A publish is confirmed with a HEAD of the published URL
+//! (its `Content-Length`). Modes and modification times are not kept (WebDAV has no portable way
+//! to set them; the server's mtime is the time of the MOVE).
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -11,11 +17,15 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use dropslot_actors::fileinfo::ContentHash;
-use dropslot_actors::remote::{ContentStream, PublishItem, Remote, RemoteError, RemoteRef, Staged};
+use dropslot_actors::remote::{
+    ContentStream, FileAttributes, PublishItem, Remote, RemoteError, RemoteRef, Staged,
+};
 use futures_util::StreamExt;
 use reqwest::{Method, StatusCode, Url};
 
-use super::{body_matches, classify_transport, staging_name, status_error, PUBLISH_CONCURRENCY};
+use super::{
+    body_matches, classify_transport, join_url, staging_name, status_error, PUBLISH_CONCURRENCY,
+};
 use crate::config::{RemoteConfig, Secret};
 
 pub struct WebDavRemote {
@@ -60,24 +70,7 @@ impl WebDavRemote {
 
     /// The URL of `path` below the base; `collection` adds the trailing `/` MKCOL wants.
     fn url(&self, path: &Path, collection: bool) -> Result<Url, RemoteError> {
-        let mut url = self.base.clone();
-        {
-            let mut segments = url.path_segments_mut().expect("an http(s) URL has a path");
-            segments.pop_if_empty();
-            for part in path.components() {
-                let part = part.as_os_str().to_str().ok_or_else(|| {
-                    RemoteError::permanent(format!(
-                        "{}: the name is not UTF-8, which WebDAV URLs must be",
-                        path.display()
-                    ))
-                })?;
-                segments.push(part);
-            }
-            if collection {
-                segments.push("");
-            }
-        }
-        Ok(url)
+        join_url(&self.base, path, collection, "WebDAV")
     }
 
     fn request(&self, method: Method, url: Url) -> reqwest::RequestBuilder {
@@ -159,7 +152,7 @@ impl Remote for WebDavRemote {
             .request(method("PROPFIND"), self.base.clone())
             .header("Depth", "0");
         match self.send(&context, request).await? {
-            s if s.is_success() => Ok(()),
+            s if s.is_success() => super::probe(self).await,
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Err(RemoteError::permanent(
                 format!("{context}: access denied (check remote.username and remote.password)"),
             )),
@@ -193,6 +186,7 @@ impl Remote for WebDavRemote {
         &self,
         path: &Path,
         size: u64,
+        _attributes: FileAttributes,
         content: ContentStream,
     ) -> Result<Staged, RemoteError> {
         let url = self.url(&Self::temp_path(path), false)?;
@@ -220,6 +214,28 @@ impl Remote for WebDavRemote {
             .buffered(PUBLISH_CONCURRENCY)
             .collect()
             .await
+    }
+
+    async fn stored_size(&self, path: &Path) -> Result<Option<u64>, RemoteError> {
+        let context = format!("cannot look up {}", path.display());
+        let response = self
+            .request(Method::HEAD, self.url(path, false)?)
+            .send()
+            .await
+            .map_err(|e| classify_transport(&context, &e, self.base.as_str()))?;
+        match response.status() {
+            StatusCode::NOT_FOUND => Ok(None),
+            s if !s.is_success() => Err(status_error(&context, s)),
+            // The header itself: for a HEAD, reqwest's content_length() is the empty body's.
+            _ => response
+                .headers()
+                .get(reqwest::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse().ok())
+                .map(Some)
+                .ok_or_else(|| {
+                    RemoteError::transient(format!("{context}: the answer has no Content-Length"))
+                }),
+        }
     }
 
     async fn discard(&self, path: &Path, _staged: Staged) {

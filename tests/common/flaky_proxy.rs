@@ -4,6 +4,12 @@
 //! forwarded unchanged. Some faults strike *after* the server has acted on the request, which is
 //! the case that catches a client recording success it cannot know.
 //! With a fixed delay and no faults it is also the "slow server" of the benchmarks.
+//!
+//! [`FlakyProxy::lying`] makes it a server that acknowledges writes and stores nothing (a broken
+//! gateway, a full disk that a server does not report): PUT and MOVE, and S3's multipart
+//! completion, are answered with success without being forwarded; everything else, reads
+//! included, is forwarded, so a client that reads back sees the truth. Nothing packaged behaves
+//! like this on purpose, hence our own.
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -43,6 +49,8 @@ const FAULTS: [Fault; 5] = [
 pub struct Counts {
     pub requests: AtomicU64,
     pub faults: [AtomicU64; 5],
+    /// Writes answered with success and not forwarded ([`FlakyProxy::lying`]).
+    pub lies: AtomicU64,
 }
 
 impl Counts {
@@ -71,6 +79,8 @@ struct Settings {
     stall: Duration,
     /// Added before every forwarded request (a slow link).
     delay: Duration,
+    /// Acknowledge writes without forwarding them.
+    lie_to_writes: bool,
     rng: Mutex<Rng>,
     counts: Arc<Counts>,
     client: reqwest::Client,
@@ -87,6 +97,21 @@ type Body = BoxBody<Bytes, std::io::Error>;
 impl FlakyProxy {
     /// Forwards to `upstream` (`http://127.0.0.1:PORT`), failing `fault_percent`% of requests.
     pub fn start(upstream: &str, fault_percent: u64, stall: Duration, delay: Duration) -> Self {
+        Self::launch(upstream, fault_percent, stall, delay, false)
+    }
+
+    /// Forwards to `upstream` everything but writes, which it acknowledges and drops.
+    pub fn lying(upstream: &str) -> Self {
+        Self::launch(upstream, 0, Duration::ZERO, Duration::ZERO, true)
+    }
+
+    fn launch(
+        upstream: &str,
+        fault_percent: u64,
+        stall: Duration,
+        delay: Duration,
+        lie_to_writes: bool,
+    ) -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -102,6 +127,7 @@ impl FlakyProxy {
             fault_percent,
             stall,
             delay,
+            lie_to_writes,
             rng: Mutex::new(Rng::from_env("flaky proxy")),
             counts: counts.clone(),
             client: reqwest::Client::builder().no_proxy().build().unwrap(),
@@ -149,6 +175,14 @@ async fn handle(
     settings: Arc<Settings>,
 ) -> Result<Response<Body>, std::io::Error> {
     settings.counts.requests.fetch_add(1, Ordering::SeqCst);
+    if settings.lie_to_writes {
+        if let Some(answer) = lie(&req) {
+            settings.counts.lies.fetch_add(1, Ordering::SeqCst);
+            // The body is read (and dropped) as a server would, so the client sees no reset.
+            let _ = req.into_body().collect().await;
+            return Ok(answer);
+        }
+    }
     let fault = {
         let mut rng = settings.rng.lock().unwrap();
         (rng.below(100) < settings.fault_percent).then(|| FAULTS[rng.below(5) as usize])
@@ -191,12 +225,52 @@ async fn handle(
     }
 }
 
+/// The success a storing server would answer to a write, or `None` for a request to forward:
+/// WebDAV's PUT and MOVE get 201; S3's PUT (objects and parts) gets 200 with an ETag; S3's
+/// multipart completion (POST `?uploadId=`) gets its XML result. S3's multipart start (POST
+/// `?uploads`) is forwarded: its answer carries the upload id the client needs.
+fn lie(req: &Request<hyper::body::Incoming>) -> Option<Response<Body>> {
+    let query = req.uri().query().unwrap_or("");
+    let s3 = req.headers().contains_key("x-amz-date")
+        || req.headers().contains_key(hyper::header::AUTHORIZATION)
+            && req.headers()[hyper::header::AUTHORIZATION]
+                .to_str()
+                .is_ok_and(|a| a.starts_with("AWS4-"));
+    let (status, body) = match req.method().as_str() {
+        "PUT" if s3 => (200, String::new()),
+        "PUT" | "MOVE" => (201, String::new()),
+        "POST" if s3 && query.contains("uploadId=") => {
+            let key = req.uri().path().trim_start_matches('/');
+            (
+                200,
+                format!(
+                    "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<CompleteMultipartUploadResult>\
+                     <Location>/{key}</Location><Key>{key}</Key>\
+                     <ETag>\"00000000000000000000000000000000-1\"</ETag></CompleteMultipartUploadResult>"
+                ),
+            )
+        }
+        _ => return None,
+    };
+    let mut answer = Response::builder()
+        .status(status)
+        .header("ETag", "\"00000000000000000000000000000000\"");
+    if !body.is_empty() {
+        answer = answer.header(hyper::header::CONTENT_TYPE, "application/xml");
+    }
+    let body = Full::new(Bytes::from(body))
+        .map_err(|e: Infallible| match e {})
+        .boxed();
+    Some(answer.body(body).unwrap())
+}
+
 /// Sends the request on and returns the server's complete answer.
 async fn forward(
     req: Request<hyper::body::Incoming>,
     settings: &Settings,
 ) -> Result<Response<Bytes>, std::io::Error> {
     let (parts, body) = req.into_parts();
+    let head = parts.method == hyper::Method::HEAD;
     let body = body
         .collect()
         .await
@@ -217,7 +291,9 @@ async fn forward(
     let answer = out.send().await.map_err(std::io::Error::other)?;
     let mut response = Response::builder().status(answer.status());
     for (name, value) in answer.headers() {
-        if name != hyper::header::CONTENT_LENGTH
+        // A HEAD answer's Content-Length is the object's size (what a client asks HEAD for),
+        // not the length of the empty body passed on.
+        if (head || name != hyper::header::CONTENT_LENGTH)
             && name != hyper::header::TRANSFER_ENCODING
             && name != hyper::header::CONNECTION
         {
