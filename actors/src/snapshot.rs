@@ -121,6 +121,7 @@ impl SnapshotArea {
         let after_fd = file.metadata().map(|m| FileMeta::from_metadata(&m));
         match (copied, after_fd, root.regular_meta(rel)) {
             (Ok(hash), Ok(fd), Ok(at_path)) if fd == before && at_path == before => {
+                carry_attributes(&file, &before, &copy);
                 Ok((copy, hash, before))
             }
             (Err(e), ..) => {
@@ -179,12 +180,32 @@ impl SnapshotArea {
             _ => Err(SnapshotError::Changed),
         };
         match verdict {
-            Ok(hash) => Ok((copy, hash, FileMeta { size, ..before })),
+            Ok(hash) => {
+                carry_attributes(&file, &before, &copy);
+                Ok((copy, hash, FileMeta { size, ..before }))
+            }
             Err(e) => {
                 self.release(&copy, size);
                 Err(e)
             }
         }
+    }
+}
+
+/// The copy is what the slot reads, and the remote keeps what the slot reads (mode and mtime,
+/// where it can): give it the source's. Best effort: a copy without them is still correct content.
+fn carry_attributes(source: &File, before: &FileMeta, copy: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mtime = std::time::UNIX_EPOCH
+        + Duration::from_nanos(u64::try_from(before.mtime_ns).unwrap_or_default());
+    if let Ok(f) = File::options().write(true).open(copy) {
+        let _ = f.set_modified(mtime);
+    }
+    if let Ok(m) = source.metadata() {
+        // Owner-readable whatever the source says: the slot, running as the copy's owner, must
+        // still read it.
+        let mode = (m.permissions().mode() & 0o777) | 0o400;
+        let _ = std::fs::set_permissions(copy, std::fs::Permissions::from_mode(mode));
     }
 }
 
