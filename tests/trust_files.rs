@@ -225,19 +225,29 @@ fn a_download_in_progress_is_never_published_under_its_temporary_name() {
     let body = version_bytes(3, 4 << 20);
     std::fs::write(served.path().join("big.bin"), &body).unwrap();
     let port = common::servers::free_port();
+    // A local server that sends the file slowly by itself (64 KiB every 50 ms, about 3 s), so the
+    // download is in progress for a while however fast or busy the machine is.
+    let server = format!(
+        "import http.server, time\n\
+         body = open('big.bin', 'rb').read()\n\
+         class Slow(http.server.BaseHTTPRequestHandler):\n\
+         \x20   def do_GET(self):\n\
+         \x20       self.send_response(200)\n\
+         \x20       self.send_header('Content-Length', str(len(body)))\n\
+         \x20       self.end_headers()\n\
+         \x20       for i in range(0, len(body), 65536):\n\
+         \x20           self.wfile.write(body[i:i + 65536])\n\
+         \x20           self.wfile.flush()\n\
+         \x20           time.sleep(0.05)\n\
+         http.server.HTTPServer(('127.0.0.1', {port}), Slow).serve_forever()\n"
+    );
     let mut http = Command::new("python3")
-        .args([
-            "-m",
-            "http.server",
-            "--bind",
-            "127.0.0.1",
-            &port.to_string(),
-        ])
+        .args(["-c", &server])
         .current_dir(served.path())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("python3 http.server");
+        .expect("python3");
     wait_until("http server listening", None, || {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
     });
@@ -248,7 +258,7 @@ fn a_download_in_progress_is_never_published_under_its_temporary_name() {
     let temp = env.drop.join("big.bin.in-progress");
     let started = Instant::now();
     run(Command::new("curl")
-        .args(["-sf", "--limit-rate", "512K", "-o"])
+        .args(["-sf", "-o"])
         .arg(&temp)
         .arg(format!("http://127.0.0.1:{port}/big.bin")));
     let took = started.elapsed();
@@ -262,7 +272,7 @@ fn a_download_in_progress_is_never_published_under_its_temporary_name() {
     let _ = http.wait();
     let temp_published = env.uploads("big.bin.in-progress");
     println!(
-        "FIGURE curl --limit-rate 512K: {:.1} s download, temporary name published {temp_published} times, final published {} time(s)",
+        "FIGURE curl from a slow local server: {:.1} s download, temporary name published {temp_published} times, final published {} time(s)",
         took.as_secs_f64(),
         env.uploads("big.bin")
     );
