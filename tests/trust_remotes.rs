@@ -325,7 +325,10 @@ fn staging_twin(env: &Env, remote_copy: impl Fn(&str) -> Option<Vec<u8>>) -> usi
 
 #[test]
 fn a_user_file_named_like_a_staging_file_is_refused_on_local_and_webdav() {
-    let env = Env::new();
+    // The default ignore list holds `*.partial`, which would hide the twins before the remote
+    // sees them: the refusal itself is what is tested, so no pattern here matches them.
+    let mut env = Env::new();
+    env.set("watch.ignore", "*.nothing-matches");
     let target = env.target.clone();
     let local = staging_twin(&env, |rel| std::fs::read(target.join(rel)).ok());
 
@@ -333,6 +336,7 @@ fn a_user_file_named_like_a_staging_file_is_refused_on_local_and_webdav() {
         return;
     };
     let mut env = Env::new();
+    env.set("watch.ignore", "*.nothing-matches");
     use_webdav(&mut env, &server.url());
     let root = server.webdav_root().join("drops");
     let webdav = staging_twin(&env, |rel| std::fs::read(root.join(rel)).ok());
