@@ -312,28 +312,6 @@ fn every_file_arrives_through_a_proxy_failing_a_fifth_of_requests_and_no_claim_i
     );
 }
 
-/// GET `rel` from the moto bucket `drops` (straight, not through the proxy).
-fn s3_get(server: &Server, rel: &str) -> Option<Vec<u8>> {
-    use object_store::ObjectStoreExt;
-    let store = object_store::aws::AmazonS3Builder::new()
-        .with_endpoint(server.url())
-        .with_allow_http(true)
-        .with_bucket_name("drops")
-        .with_region("us-east-1")
-        .with_access_key_id("test")
-        .with_secret_access_key("test")
-        .build()
-        .unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let found = store.get(&object_store::path::Path::from(rel)).await.ok()?;
-        found.bytes().await.ok().map(|b| b.to_vec())
-    })
-}
-
 #[test]
 fn every_file_arrives_at_s3_through_a_proxy_failing_a_fifth_of_requests() {
     let Some(server) = Server::moto() else {
@@ -372,7 +350,7 @@ fn every_file_arrives_at_s3_through_a_proxy_failing_a_fifth_of_requests() {
         big.truncate(12 << 20);
         files.insert(format!("big/b{i}.bin"), big);
     }
-    let elapsed = publish_and_check_every_claim(&env, &files, |rel| s3_get(&server, rel));
+    let elapsed = publish_and_check_every_claim(&env, &files, |rel| server.s3_get(rel, "test"));
     eprintln!(
         "FIGURE flaky S3: {} files ({multipart} multipart of 12 MiB) through a proxy failing 20% of requests ({}): all arrived, 0 false claims, {:.1} s",
         files.len(),

@@ -317,29 +317,9 @@ fn files_whose_retries_ran_out_in_a_20_second_s3_outage_arrive_with_default_sett
         .set("remote.path_style", "true")
         .set("remote.access_key_id", "S3RVER")
         .set("remote.secret_access_key", "S3RVER");
-    outage_with_default_retries(&mut env, &mut server, "s3", &s3_get);
-}
-
-/// Reads `rel` back from the `drops` bucket with an independent client.
-fn s3_get(server: &Server, rel: &str) -> Option<Vec<u8>> {
-    use object_store::ObjectStoreExt;
-    let store = object_store::aws::AmazonS3Builder::new()
-        .with_endpoint(server.url())
-        .with_allow_http(true)
-        .with_bucket_name("drops")
-        .with_region("us-east-1")
-        .with_access_key_id("S3RVER")
-        .with_secret_access_key("S3RVER")
-        .build()
-        .unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let found = store.get(&object_store::path::Path::from(rel)).await.ok()?;
-        found.bytes().await.ok().map(|b| b.to_vec())
-    })
+    outage_with_default_retries(&mut env, &mut server, "s3", &|server, rel| {
+        server.s3_get(rel, "S3RVER")
+    });
 }
 
 /// WARN lines of a JSON log that are about watches (ours or notify's own).

@@ -231,6 +231,29 @@ impl Server {
         );
     }
 
+    /// GET `rel` from the S3 bucket `drops` with an independent client (object_store), as the
+    /// given key id (moto takes any; s3rver wants its own).
+    pub fn s3_get(&self, rel: &str, key_id: &str) -> Option<Vec<u8>> {
+        use object_store::ObjectStoreExt;
+        let store = object_store::aws::AmazonS3Builder::new()
+            .with_endpoint(self.url())
+            .with_allow_http(true)
+            .with_bucket_name("drops")
+            .with_region("us-east-1")
+            .with_access_key_id(key_id)
+            .with_secret_access_key(key_id)
+            .build()
+            .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let found = store.get(&object_store::path::Path::from(rel)).await.ok()?;
+            found.bytes().await.ok().map(|b| b.to_vec())
+        })
+    }
+
     /// GET `drops/<rel>` from a WebDAV server over HTTP, optionally with basic auth.
     pub fn webdav_get(&self, rel: &str, auth: Option<(&str, &str)>) -> Option<Vec<u8>> {
         let mut cmd = Command::new("curl");
