@@ -231,6 +231,19 @@ impl Server {
         );
     }
 
+    /// The object `key` of `bucket`, read with a signed GET (s3rver's credentials, which moto
+    /// accepts like any), or `None` if the server does not give it.
+    pub fn s3_get(&self, bucket: &str, key: &str) -> Option<Vec<u8>> {
+        let out = Command::new("curl")
+            .args(["-s", "-f", "--globoff"])
+            .args(["--aws-sigv4", "aws:amz:us-east-1:s3", "--user", "S3RVER:S3RVER"])
+            .args(["-H", "x-amz-content-sha256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"])
+            .arg(format!("{}/{bucket}/{key}", self.url()))
+            .output()
+            .expect("curl");
+        out.status.success().then_some(out.stdout)
+    }
+
     /// GET `drops/<rel>` from a WebDAV server over HTTP, optionally with basic auth.
     pub fn webdav_get(&self, rel: &str, auth: Option<(&str, &str)>) -> Option<Vec<u8>> {
         let mut cmd = Command::new("curl");
