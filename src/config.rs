@@ -708,6 +708,7 @@ mod tests {
             "remote-aws-s3.toml",
             "remote-minio.toml",
             "remote-webdav.toml",
+            "remote-tahoe.toml",
         ] {
             let path = Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join("config")

@@ -423,6 +423,8 @@ fn check_names_each_common_s3_mistake_and_run_refuses_the_fatal_ones() {
         true,
         &mut cases,
     );
+    let (_, text) = check(&env);
+    assert!(!text.contains("WRONGKEY7Q"), "the key id leaked:\n{text}");
 
     // A wrong secret key (SignatureDoesNotMatch) is not tested here: neither moto nor s3rver
     // verifies signatures.
@@ -604,6 +606,20 @@ fn check_names_each_common_webdav_mistake() {
         &mut cases,
     );
 
+    if let Some(tls) = Server::nginx_self_signed() {
+        for host in ["localhost", "127.0.0.1"] {
+            env.set("remote.url", &format!("https://{host}:{}/drops/", tls.port));
+            assert_mistake(
+                &env,
+                &format!("WebDAV self-signed certificate at {host}"),
+                "TLS with",
+                false,
+                &mut cases,
+            );
+        }
+        let (_, text) = check(&env);
+        assert!(text.contains("certificate is not"), "{text}");
+    }
     eprintln!(
         "FIGURE WebDAV mistakes: {} named by check (exit 1); all but TLS refused by run --once with exit 2",
         cases.len()

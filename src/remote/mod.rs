@@ -432,11 +432,15 @@ pub fn classify_transport(
             "{context}: unknown host in {endpoint} (the name does not resolve: check the spelling)"
         ));
     }
-    if let Some(why) = tls_problem(&chain) {
-        return RemoteError::transient(format!("{context}: TLS with {endpoint} failed: {why}"));
-    }
     if timed_out || chain.contains("timed out") || chain.contains("timeout") {
         return RemoteError::transient(format!("{context}: no answer from {endpoint} in time"));
+    }
+    if let Some(why) = tls_problem(&chain) {
+        // The innermost cause says which check failed, for what the summary does not cover.
+        let cause = chain.lines().last().unwrap_or_default();
+        return RemoteError::transient(format!(
+            "{context}: TLS with {endpoint} failed: {why} ({cause})"
+        ));
     }
     match status_in(&chain) {
         Some(status) if (400..500).contains(&status) && status != 408 && status != 429 => {
@@ -449,19 +453,32 @@ pub fn classify_transport(
 /// What went wrong in a TLS handshake, for an operator, if `chain` (an error chain, lowercase)
 /// is one.
 fn tls_problem(chain: &str) -> Option<&'static str> {
-    let tls = ["certificate", "tls", "ssl", "handshake", "corrupt message"]
-        .iter()
-        .any(|w| chain.contains(w));
+    // rustls's wordings; not "tls" or "ssl" alone, which a host name in a URL may contain.
+    let tls = [
+        "certificate",
+        "handshake",
+        "corrupt message",
+        "fatal alert",
+        "peer is incompatible",
+        "peer misbehaved",
+    ]
+    .iter()
+    .any(|w| chain.contains(w));
     if !tls {
         return None;
     }
     Some(
-        if chain.contains("unknownissuer") || chain.contains("unknown issuer") {
+        if chain.contains("unknownissuer")
+            || chain.contains("unknown issuer")
+            || chain.contains("causedasendentity")
+        {
             "the server's certificate is not signed by an authority this machine trusts (self-signed?)"
         } else if chain.contains("notvalidforname") || chain.contains("not valid for name") {
             "the server's certificate is not valid for this host name"
         } else if chain.contains("expired") {
             "the server's certificate has expired"
+        } else if chain.contains("invalid peer certificate") {
+            "the server's certificate is not accepted by this machine (self-signed, or signed by an authority it does not trust?)"
         } else if chain.contains("corrupt message") || chain.contains("invalidcontenttype") {
             "the server does not speak TLS there (an http:// server given as https://?)"
         } else {
@@ -529,6 +546,17 @@ mod tests {
                     .message
                     .contains("connection refused by http://127.0.0.1:9")
         );
+    }
+
+    #[test]
+    fn tls_failures_are_told_apart() {
+        let said = |chain: &str| tls_problem(chain).unwrap_or("not TLS");
+        assert!(said("invalid peer certificate: unknownissuer").contains("not signed"));
+        assert!(said("invalid peer certificate: notvalidforname").contains("host name"));
+        assert!(said("invalid peer certificate: expired").contains("expired"));
+        assert!(said("invalid peer certificate: badsignature").contains("not accepted"));
+        assert!(said("received corrupt message of type invalidcontenttype").contains("http://"));
+        assert_eq!(said("connection reset by peer"), "not TLS");
     }
 
     #[test]

@@ -168,6 +168,16 @@ impl Server {
 
     /// nginx with its WebDAV modules serving `<dir>/root`; with `htpasswd`, basic auth is on.
     pub fn nginx(htpasswd: Option<&str>) -> Option<Server> {
+        Server::nginx_with(htpasswd, false)
+    }
+
+    /// [`Server::nginx`] over HTTPS with a self-signed certificate for `localhost` (made with
+    /// openssl), which no client trusts: for the TLS errors.
+    pub fn nginx_self_signed() -> Option<Server> {
+        Server::nginx_with(None, true)
+    }
+
+    fn nginx_with(htpasswd: Option<&str>, tls: bool) -> Option<Server> {
         let bin = program("NGINX", PathBuf::from("/usr/sbin/nginx"), "nginx")?;
         let module = Path::new("/usr/lib/nginx/modules/ngx_http_dav_ext_module.so");
         let port = free_port();
@@ -192,12 +202,39 @@ impl Server {
             String::new()
         };
         let d = dir.path().display();
+        let ssl = if tls {
+            let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+            let made = Command::new("openssl")
+                .args([
+                    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                ])
+                .args([
+                    "-subj",
+                    "/CN=localhost",
+                    "-addext",
+                    "subjectAltName=DNS:localhost",
+                ])
+                .args(["-addext", "basicConstraints=critical,CA:FALSE", "-keyout"])
+                .arg(&key)
+                .arg("-out")
+                .arg(&cert)
+                .output()
+                .expect("openssl");
+            assert!(made.status.success(), "openssl: {made:?}");
+            format!(
+                " ssl; ssl_certificate {}; ssl_certificate_key {}",
+                cert.display(),
+                key.display()
+            )
+        } else {
+            String::new()
+        };
         let conf = format!(
             "{load}\nuser root;\nworker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
              events {{ worker_connections 256; }}\n\
              http {{ access_log off; client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp; fastcgi_temp_path {d}/tmp;\n\
                uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp;\n\
-               server {{ listen 127.0.0.1:{port}; root {root}; client_max_body_size 0; {auth}\n\
+               server {{ listen 127.0.0.1:{port}{ssl}; root {root}; client_max_body_size 0; {auth}\n\
                  dav_methods PUT DELETE MKCOL COPY MOVE; dav_ext_methods PROPFIND OPTIONS;\n\
                  dav_access user:rw group:r all:r; autoindex on; }} }}\n",
             root = root.display()
