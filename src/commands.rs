@@ -28,7 +28,7 @@ fn open_ledger(loaded: &Loaded) -> anyhow::Result<SqliteLedger> {
 pub fn run(loaded: Loaded, once: bool) -> anyhow::Result<ExitCode> {
     let ledger = Arc::new(open_ledger(&loaded)?);
     let settings = loaded.settings;
-    let (remote, health) = match remote::build_checked(&settings.remote) {
+    let remote::Built { remote, health } = match remote::build_checked(&settings.remote) {
         Ok(built) => built,
         Err(e) => return Ok(config_error(&e)),
     };
@@ -221,7 +221,7 @@ pub fn check(loaded: Loaded) -> anyhow::Result<ExitCode> {
     } else {
         println!("drop folder: ok ({})", settings.watch.path.display());
     }
-    let (remote, health) = match remote::build_checked(&settings.remote) {
+    let remote::Built { remote, health } = match remote::build_checked(&settings.remote) {
         Ok(built) => built,
         Err(e) => {
             println!("remote: FAILED: {e}");
@@ -262,6 +262,11 @@ pub fn rebuild_ledger(loaded: Loaded) -> anyhow::Result<ExitCode> {
     use futures_util::StreamExt;
 
     let settings = &loaded.settings;
+    // Before the old ledger is set aside: a configuration that cannot work changes nothing.
+    let remote = match remote::build(&settings.remote) {
+        Ok(remote) => remote,
+        Err(e) => return Ok(config_error(&e)),
+    };
     let file = settings.ledger_path();
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -280,7 +285,6 @@ pub fn rebuild_ledger(loaded: Loaded) -> anyhow::Result<ExitCode> {
         }
     }
     let ledger = SqliteLedger::open(&file)?;
-    let remote = remote::build(&settings.remote)?;
     let root = settings.watch.path.clone();
     let drop_root = settings.drop_root();
     let files = regular_files(&root, &settings.ignore_rules().context("watch.ignore")?);

@@ -23,8 +23,8 @@ use dropslot_actors::remote::{
 use crate::config::{RemoteConfig, RemoteKind};
 
 /// Builds the configured remote. Errors name the setting or file at fault, never a secret.
-pub fn build(config: &RemoteConfig) -> anyhow::Result<Arc<dyn Remote>> {
-    Ok(build_checked(config)?.0)
+pub fn build(config: &RemoteConfig) -> Result<Arc<dyn Remote>, BuildError> {
+    Ok(build_checked(config)?.remote)
 }
 
 /// A remote the configuration cannot produce (a dircap file that holds no cap, a credentials
@@ -34,22 +34,28 @@ pub fn build(config: &RemoteConfig) -> anyhow::Result<Arc<dyn Remote>> {
 #[error("{0}")]
 pub struct BuildError(pub String);
 
-/// [`build`], and the same remote's health check (which writes dropslot's own probe name, so it
+/// The configured remote, and its health check (which writes dropslot's own probe name, so it
 /// goes to the kind itself, not through [`ReservedNames`]).
-pub fn build_checked(
-    config: &RemoteConfig,
-) -> Result<(Arc<dyn Remote>, Arc<dyn HealthCheck>), BuildError> {
-    fn both<K: Remote + HealthCheck>(kind: K) -> (Arc<dyn Remote>, Arc<dyn HealthCheck>) {
+pub struct Built {
+    pub remote: Arc<dyn Remote>,
+    pub health: Arc<dyn HealthCheck>,
+}
+
+/// [`build`], with the same remote's health check.
+pub fn build_checked(config: &RemoteConfig) -> Result<Built, BuildError> {
+    fn both<K: Remote + HealthCheck>(kind: K) -> Built {
         let kind = Arc::new(kind);
-        (kind.clone(), kind)
+        Built {
+            remote: Arc::new(ReservedNames(kind.clone())),
+            health: kind,
+        }
     }
-    let (remote, check) = match config.kind {
+    Ok(match config.kind {
         RemoteKind::Local => both(local::LocalRemote::new(config.path.clone())),
         RemoteKind::S3 => both(s3::S3Remote::new(config).map_err(BuildError)?),
         RemoteKind::Webdav => both(webdav::WebDavRemote::new(config).map_err(BuildError)?),
         RemoteKind::Tahoe => both(tahoe::TahoeRemote::new(config).map_err(BuildError)?),
-    };
-    Ok((Arc::new(ReservedNames(remote)), check))
+    })
 }
 
 /// The steps of the health check (`dropslot check`, and `run` at start-up), in order: the same
