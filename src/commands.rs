@@ -28,7 +28,10 @@ fn open_ledger(loaded: &Loaded) -> anyhow::Result<SqliteLedger> {
 pub fn run(loaded: Loaded, once: bool) -> anyhow::Result<ExitCode> {
     let ledger = Arc::new(open_ledger(&loaded)?);
     let settings = loaded.settings;
-    let remote = remote::build(&settings.remote)?;
+    let remote::Built { remote, health } = match remote::build_checked(&settings.remote) {
+        Ok(built) => built,
+        Err(e) => return Ok(config_error(&e)),
+    };
     let system = actix::System::new();
     system.block_on(async move {
         // Listening first: a stop request during start-up then ends the run cleanly instead of
@@ -41,6 +44,31 @@ pub fn run(loaded: Loaded, once: bool) -> anyhow::Result<ExitCode> {
             config = %loaded.source_name,
             "starting"
         );
+        // Like a sink's health check in vector: logged, and fatal only when retrying cannot
+        // help (the configuration names a bucket, directory or credentials that do not work).
+        let logged = |step: remote::Step, detail: &str| {
+            let detail = if detail.is_empty() {
+                String::new()
+            } else {
+                format!(" ({detail})")
+            };
+            tracing::info!(step = step.name(), "remote health check: {}: ok{detail}", step.name())
+        };
+        match health_check(health.as_ref(), &logged).await {
+            Ok(()) => tracing::info!(remote = %remote.describe(), "remote health check passed"),
+            Err(failure) if failure.misconfigured() => {
+                tracing::error!(
+                    remote = %remote.describe(),
+                    "remote health check failed: {failure}; fix the configuration (nothing is uploaded until then)"
+                );
+                eprintln!("dropslot: configuration error: remote {}: {failure}", remote.describe());
+                return Ok(EXIT_CONFIG);
+            }
+            Err(failure) => tracing::warn!(
+                remote = %remote.describe(),
+                "remote health check failed: {failure}; running anyway: uploads are retried until the remote answers"
+            ),
+        }
         let interrupted = ledger.pending_paths()?;
         ledger.reset_waiting_for_writer()?;
         if let Err(e) = remote.reconcile(interrupted).await {
@@ -123,8 +151,62 @@ pub fn status(loaded: Loaded, json: bool) -> anyhow::Result<ExitCode> {
     Ok(EXIT_OK)
 }
 
+/// How long a health check may take in all.
+const HEALTH_CHECK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A configuration error found after loading (the remote cannot be built from it): said on
+/// stderr like a loading error, exit code 2.
+fn config_error(e: &remote::BuildError) -> ExitCode {
+    eprintln!("dropslot: configuration error: {e}");
+    EXIT_CONFIG
+}
+
+/// The remote's health check within [`HEALTH_CHECK_TIMEOUT`]; a timeout is a transient failure
+/// of the step after the last one reported.
+async fn health_check(
+    health: &dyn remote::HealthCheck,
+    report: remote::Report<'_>,
+) -> Result<(), remote::CheckFailure> {
+    use remote::Step;
+    let last = std::sync::Mutex::new(None::<Step>);
+    let tracked = |step: Step, detail: &str| {
+        *last.lock().expect("lock") = Some(step);
+        report(step, detail);
+    };
+    match tokio::time::timeout(HEALTH_CHECK_TIMEOUT, health.health_check(&tracked)).await {
+        Ok(result) => result,
+        Err(_) => {
+            let order = [
+                Step::Reach,
+                Step::Upload,
+                Step::Publish,
+                Step::Confirm,
+                Step::ReadBack,
+                Step::Delete,
+            ];
+            let done = *last.lock().expect("lock");
+            let step = match done {
+                None => Step::Reach,
+                Some(done) => order
+                    .iter()
+                    .skip_while(|s| **s != done)
+                    .nth(1)
+                    .copied()
+                    .unwrap_or(Step::Delete),
+            };
+            Err(remote::CheckFailure {
+                step,
+                error: dropslot_actors::remote::RemoteError::transient(format!(
+                    "no answer within {}s",
+                    HEALTH_CHECK_TIMEOUT.as_secs()
+                )),
+            })
+        }
+    }
+}
+
 /// `dropslot check`: the configuration is valid (it was loaded), the state directory works, and
-/// the remote is reachable and writable.
+/// the remote takes a probe through every step a file takes, each step on its own line.
 pub fn check(loaded: Loaded) -> anyhow::Result<ExitCode> {
     let settings = &loaded.settings;
     println!("configuration: ok ({})", loaded.source_name);
@@ -139,26 +221,32 @@ pub fn check(loaded: Loaded) -> anyhow::Result<ExitCode> {
     } else {
         println!("drop folder: ok ({})", settings.watch.path.display());
     }
-    let remote = remote::build(&settings.remote)?;
+    let remote::Built { remote, health } = match remote::build_checked(&settings.remote) {
+        Ok(built) => built,
+        Err(e) => {
+            println!("remote: FAILED: {e}");
+            return Ok(config_error(&e));
+        }
+    };
+    println!("remote: {}", remote.describe());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    match runtime
-        .block_on(async { tokio::time::timeout(Duration::from_secs(30), remote.check()).await })
-    {
-        Ok(Ok(())) => {
+    let printed = |step: remote::Step, detail: &str| {
+        if detail.is_empty() {
+            println!("  {}: ok", step.name());
+        } else {
+            println!("  {}: ok ({detail})", step.name());
+        }
+    };
+    match runtime.block_on(health_check(health.as_ref(), &printed)) {
+        Ok(()) => {
             println!("remote: ok ({})", remote.describe());
             Ok(EXIT_OK)
         }
-        Ok(Err(e)) => {
-            println!("remote: FAILED ({}): {e}", remote.describe());
-            Ok(EXIT_FAILED)
-        }
-        Err(_) => {
-            println!(
-                "remote: FAILED ({}): no answer within 30s",
-                remote.describe()
-            );
+        Err(failure) => {
+            println!("  {}: FAILED: {}", failure.step.name(), failure.error);
+            println!("remote: FAILED ({}): {failure}", remote.describe());
             Ok(EXIT_FAILED)
         }
     }
@@ -174,6 +262,11 @@ pub fn rebuild_ledger(loaded: Loaded) -> anyhow::Result<ExitCode> {
     use futures_util::StreamExt;
 
     let settings = &loaded.settings;
+    // Before the old ledger is set aside: a configuration that cannot work changes nothing.
+    let remote = match remote::build(&settings.remote) {
+        Ok(remote) => remote,
+        Err(e) => return Ok(config_error(&e)),
+    };
     let file = settings.ledger_path();
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -192,7 +285,6 @@ pub fn rebuild_ledger(loaded: Loaded) -> anyhow::Result<ExitCode> {
         }
     }
     let ledger = SqliteLedger::open(&file)?;
-    let remote = remote::build(&settings.remote)?;
     let root = settings.watch.path.clone();
     let drop_root = settings.drop_root();
     let files = regular_files(&root, &settings.ignore_rules().context("watch.ignore")?);

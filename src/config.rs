@@ -135,9 +135,10 @@ pub struct RemoteConfig {
     /// `s3`: key prefix, without leading or trailing `/`.
     #[serde(default)]
     pub prefix: String,
-    /// `s3`: `https://endpoint/bucket/key` instead of `https://bucket.endpoint/key`.
+    /// `s3`: `true` for `endpoint/bucket/key` URLs, `false` for `bucket.endpoint/key`; unset,
+    /// path-style for any endpoint but AWS's own (what rclone and the AWS SDKs do).
     #[serde(default)]
-    pub path_style: bool,
+    pub path_style: Option<bool>,
     #[serde(default)]
     pub access_key_id: Option<Secret>,
     #[serde(default)]
@@ -568,8 +569,14 @@ impl Settings {
                     ));
                 }
                 if let Some(endpoint) = &r.endpoint {
-                    reqwest::Url::parse(endpoint)
+                    let url = reqwest::Url::parse(endpoint)
                         .map_err(|e| ("remote.endpoint", format!("not a URL: {e}")))?;
+                    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+                        return Err((
+                            "remote.endpoint",
+                            "must be an http:// or https:// URL with a host".into(),
+                        ));
+                    }
                 }
                 Ok(())
             }
@@ -701,6 +708,7 @@ mod tests {
             "remote-aws-s3.toml",
             "remote-minio.toml",
             "remote-webdav.toml",
+            "remote-tahoe.toml",
         ] {
             let path = Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join("config")

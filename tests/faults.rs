@@ -350,7 +350,7 @@ fn every_file_arrives_at_s3_through_a_proxy_failing_a_fifth_of_requests() {
         big.truncate(12 << 20);
         files.insert(format!("big/b{i}.bin"), big);
     }
-    let elapsed = publish_and_check_every_claim(&env, &files, |rel| server.s3_get(rel, "test"));
+    let elapsed = publish_and_check_every_claim(&env, &files, |rel| server.s3_get("drops", rel));
     eprintln!(
         "FIGURE flaky S3: {} files ({multipart} multipart of 12 MiB) through a proxy failing 20% of requests ({}): all arrived, 0 false claims, {:.1} s",
         files.len(),

@@ -140,17 +140,14 @@ fn wrong_credentials_fail_clearly_mark_nothing_published_and_never_show_the_secr
     assert_eq!(check.status.code(), Some(1), "{check_out}");
     assert!(check_out.contains("access denied"), "{check_out}");
 
+    // Retrying cannot help: `run` refuses at its start-up health check (issue 11).
     let out = env.run_once();
     let log = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(1), "{log}");
-    assert!(
-        log.contains("a.txt") && log.contains("access denied"),
-        "{log}"
-    );
+    assert_eq!(out.status.code(), Some(2), "{log}");
+    assert!(log.contains("access denied"), "{log}");
     let status = env.command(&["status", "--json"]).output().unwrap();
     let report: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(report["published"], 0, "{report}");
-    assert_eq!(report["failed"], 2, "{report}");
     for text in [
         &log,
         &check_out,

@@ -318,7 +318,7 @@ fn files_whose_retries_ran_out_in_a_20_second_s3_outage_arrive_with_default_sett
         .set("remote.access_key_id", "S3RVER")
         .set("remote.secret_access_key", "S3RVER");
     outage_with_default_retries(&mut env, &mut server, "s3", &|server, rel| {
-        server.s3_get(rel, "S3RVER")
+        server.s3_get("drops", rel)
     });
 }
 

@@ -185,16 +185,62 @@ impl LocalRemote {
 }
 
 #[async_trait]
+impl super::HealthCheck for LocalRemote {
+    async fn health_check(&self, report: super::Report<'_>) -> Result<(), super::CheckFailure> {
+        let root = &self.root;
+        let reach = async {
+            let existed = root.is_dir();
+            match tokio::fs::create_dir_all(root).await {
+                Ok(()) if existed => Ok(format!("{} exists", root.display())),
+                Ok(()) => Ok(format!("created {}", root.display())),
+                Err(e) => {
+                    let why = match e.kind() {
+                        io::ErrorKind::NotADirectory | io::ErrorKind::AlreadyExists => {
+                            "it (or a directory above it) is not a directory: fix remote.path"
+                                .to_string()
+                        }
+                        io::ErrorKind::PermissionDenied => format!(
+                            "permission denied: this user (uid {}) may not create it",
+                            effective_uid()
+                        ),
+                        _ => "cannot create it".to_string(),
+                    };
+                    Err(classify(
+                        format!("remote.path {}: {why}", root.display()),
+                        e,
+                    ))
+                }
+            }
+        };
+        super::step(report, super::Step::Reach, reach, Clone::clone).await?;
+        super::probe(self, report).await.map_err(|mut f| {
+            if f.error.message.contains("ermission denied") {
+                f.error.message = format!(
+                    "{} (this user, uid {}, may not write in remote.path {})",
+                    f.error.message,
+                    effective_uid(),
+                    root.display()
+                );
+            }
+            f
+        })
+    }
+}
+
+/// The effective user id, for messages about permissions.
+fn effective_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+#[async_trait]
 impl Remote for LocalRemote {
     fn describe(&self) -> String {
         format!("local directory {}", self.root.display())
     }
 
     async fn check(&self) -> Result<(), RemoteError> {
-        tokio::fs::create_dir_all(&self.root)
-            .await
-            .map_err(|e| classify(format!("cannot create {}", self.root.display()), e))?;
-        super::probe(self).await
+        super::silent_check(self).await
     }
 
     async fn reconcile(&self, interrupted: Vec<PathBuf>) -> Result<(), RemoteError> {

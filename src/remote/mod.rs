@@ -23,16 +23,125 @@ use dropslot_actors::remote::{
 use crate::config::{RemoteConfig, RemoteKind};
 
 /// Builds the configured remote. Errors name the setting or file at fault, never a secret.
-pub fn build(config: &RemoteConfig) -> anyhow::Result<Arc<dyn Remote>> {
-    let remote: Arc<dyn Remote> = match config.kind {
-        RemoteKind::Local => Arc::new(local::LocalRemote::new(config.path.clone())),
-        RemoteKind::S3 => Arc::new(s3::S3Remote::new(config).map_err(anyhow::Error::msg)?),
-        RemoteKind::Webdav => {
-            Arc::new(webdav::WebDavRemote::new(config).map_err(anyhow::Error::msg)?)
+pub fn build(config: &RemoteConfig) -> Result<Arc<dyn Remote>, BuildError> {
+    Ok(build_checked(config)?.remote)
+}
+
+/// A remote the configuration cannot produce (a dircap file that holds no cap, a credentials
+/// file without keys): the message names the setting or file. Exit code 2, like any other
+/// configuration error.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BuildError(pub String);
+
+/// The configured remote, and its health check (which writes dropslot's own probe name, so it
+/// goes to the kind itself, not through [`ReservedNames`]).
+pub struct Built {
+    pub remote: Arc<dyn Remote>,
+    pub health: Arc<dyn HealthCheck>,
+}
+
+/// [`build`], with the same remote's health check.
+pub fn build_checked(config: &RemoteConfig) -> Result<Built, BuildError> {
+    fn both<K: Remote + HealthCheck>(kind: K) -> Built {
+        let kind = Arc::new(kind);
+        Built {
+            remote: Arc::new(ReservedNames(kind.clone())),
+            health: kind,
         }
-        RemoteKind::Tahoe => Arc::new(tahoe::TahoeRemote::new(config).map_err(anyhow::Error::msg)?),
-    };
-    Ok(Arc::new(ReservedNames(remote)))
+    }
+    Ok(match config.kind {
+        RemoteKind::Local => both(local::LocalRemote::new(config.path.clone())),
+        RemoteKind::S3 => both(s3::S3Remote::new(config).map_err(BuildError)?),
+        RemoteKind::Webdav => both(webdav::WebDavRemote::new(config).map_err(BuildError)?),
+        RemoteKind::Tahoe => both(tahoe::TahoeRemote::new(config).map_err(BuildError)?),
+    })
+}
+
+/// The steps of the health check (`dropslot check`, and `run` at start-up), in order: the same
+/// requests a file's upload makes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// The target itself: the server answers, the credentials are accepted, the bucket,
+    /// collection or directory exists.
+    Reach,
+    Upload,
+    Publish,
+    Confirm,
+    ReadBack,
+    Delete,
+}
+
+impl Step {
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::Reach => "reach the target",
+            Step::Upload => "upload a probe",
+            Step::Publish => "publish it",
+            Step::Confirm => "confirm it",
+            Step::ReadBack => "read it back",
+            Step::Delete => "delete it",
+        }
+    }
+}
+
+/// Where a health check reports each step that succeeded, with what it found, as it happens.
+pub type Report<'a> = &'a (dyn Fn(Step, &str) + Send + Sync);
+
+/// The step a health check stopped at, and why.
+#[derive(Debug, Clone)]
+pub struct CheckFailure {
+    pub step: Step,
+    pub error: RemoteError,
+}
+
+impl CheckFailure {
+    /// The configuration itself is wrong (no such bucket, denied, not a directory): retrying
+    /// cannot help, and `run` refuses to start. An unreachable server, or one that loses what
+    /// it acknowledged, is not this: the pipeline retries and confirms file by file.
+    pub fn misconfigured(&self) -> bool {
+        !self.error.is_transient()
+            && matches!(self.step, Step::Reach | Step::Upload | Step::Publish)
+    }
+}
+
+impl std::fmt::Display for CheckFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.step.name(), self.error.message)
+    }
+}
+
+/// A remote kind's health check: [`Step::Reach`] is the kind's own, the probe round trip is
+/// shared ([`probe`]). Each kind's [`Remote::check`] is this without a report.
+#[async_trait]
+pub trait HealthCheck: Send + Sync {
+    async fn health_check(&self, report: Report<'_>) -> Result<(), CheckFailure>;
+}
+
+/// [`Remote::check`] for a kind: its health check, reported nowhere.
+pub async fn silent_check<K: HealthCheck + ?Sized>(kind: &K) -> Result<(), RemoteError> {
+    kind.health_check(&|_, _| {})
+        .await
+        .map_err(|f| RemoteError {
+            class: f.error.class,
+            message: f.to_string(),
+        })
+}
+
+/// Runs `step`: its success is reported with the detail `ok` gives, its failure is the check's.
+pub async fn step<T>(
+    report: Report<'_>,
+    step: Step,
+    work: impl std::future::Future<Output = Result<T, RemoteError>>,
+    ok: impl FnOnce(&T) -> String,
+) -> Result<T, CheckFailure> {
+    match work.await {
+        Ok(value) => {
+            report(step, &ok(&value));
+            Ok(value)
+        }
+        Err(error) => Err(CheckFailure { step, error }),
+    }
 }
 
 /// The start of every name dropslot itself writes on a remote (staging files, `check`'s probe).
@@ -138,20 +247,13 @@ impl Remote for ReservedNames {
     }
 }
 
-/// Adds what `check` was doing to a remote's error about its probe.
-fn within(what: &str, e: RemoteError) -> RemoteError {
-    RemoteError {
-        class: e.class,
-        message: format!("{what} {PROBE}: {}", e.message),
-    }
-}
-
 /// Stages `check`'s probe: fresh content each time, so an earlier probe left on the remote cannot
 /// pass for this one, and longer than 55 bytes, so Tahoe stores it on the grid instead of inside
 /// its cap (a LIT cap). Returns the staged upload, its size and SHA-256.
 pub async fn stage_probe<R: Remote + ?Sized>(
     remote: &R,
-) -> Result<(Staged, u64, ContentHash), RemoteError> {
+    report: Report<'_>,
+) -> Result<(Staged, u64, ContentHash), CheckFailure> {
     use sha2::Digest;
     let content = bytes::Bytes::from(format!(
         "dropslot check {}: written, read back and deleted by `dropslot check`\n",
@@ -160,10 +262,13 @@ pub async fn stage_probe<R: Remote + ?Sized>(
     let size = content.len() as u64;
     let sha256: ContentHash = sha2::Sha256::digest(&content).into();
     let stream: ContentStream = Box::pin(futures_util::stream::once(async move { Ok(content) }));
-    let staged = remote
-        .stage(Path::new(PROBE), size, FileAttributes::default(), stream)
-        .await
-        .map_err(|e| within("cannot upload the probe", e))?;
+    let staged = step(
+        report,
+        Step::Upload,
+        remote.stage(Path::new(PROBE), size, FileAttributes::default(), stream),
+        |_| format!("{PROBE}, {size} bytes"),
+    )
+    .await?;
     Ok((staged, size, sha256))
 }
 
@@ -178,40 +283,60 @@ pub fn probe_not_kept(how: &str) -> RemoteError {
 /// `check`'s round trip, the same steps a file takes: a small probe with fresh content is staged,
 /// published, confirmed ([`Remote::confirm`]) and read back (size and SHA-256), then deleted. A
 /// remote that acknowledges writes and keeps nothing fails here, not after a day of uploads.
-pub async fn probe<R: Remote + ?Sized>(remote: &R) -> Result<(), RemoteError> {
+pub async fn probe<R: Remote + ?Sized>(remote: &R, report: Report<'_>) -> Result<(), CheckFailure> {
     let path = Path::new(PROBE);
-    let (staged, size, sha256) = stage_probe(remote).await?;
+    let (staged, size, sha256) = stage_probe(remote, report).await?;
     let item = PublishItem {
         path: path.to_path_buf(),
         staged: staged.clone(),
         size,
         sha256,
     };
-    let published = remote.publish(vec![item.clone()]).await.into_iter().next();
-    let kept = match published {
-        Some(Ok(_)) => match remote.confirm(std::slice::from_ref(&item)).await.remove(0) {
-            Ok(()) => match remote.holds(path, size, &sha256).await {
+    let kept = async {
+        let published = async {
+            match remote.publish(vec![item.clone()]).await.into_iter().next() {
+                Some(result) => result,
+                None => Err(RemoteError::transient("the remote gave no answer for it")),
+            }
+        };
+        step(report, Step::Publish, published, |r| format!("as {}", r.0)).await?;
+        let confirmed = async {
+            let mut results = remote.confirm(std::slice::from_ref(&item)).await;
+            results
+                .pop()
+                .unwrap_or_else(|| Err(RemoteError::transient("the remote gave no answer for it")))
+        };
+        step(report, Step::Confirm, confirmed, |_| {
+            format!("the remote holds {size} bytes under {PROBE}")
+        })
+        .await
+        .map_err(|f| CheckFailure {
+            error: RemoteError {
+                class: f.error.class,
+                message: format!(
+                    "the remote did not keep the probe (it acknowledged the upload): {}",
+                    f.error.message
+                ),
+            },
+            ..f
+        })?;
+        let held = async {
+            match remote.holds(path, size, &sha256).await {
                 Ok(true) => Ok(()),
                 Ok(false) => Err(probe_not_kept("reading it back")),
-                Err(e) => Err(within("cannot read back the probe", e)),
-            },
-            Err(e) => Err(within(
-                "the remote did not keep the probe (it acknowledged the upload)",
-                e,
-            )),
-        },
-        Some(Err(e)) => Err(within("cannot publish the probe", e)),
-        None => Err(RemoteError::transient(format!(
-            "cannot publish the probe {PROBE}: no answer for it"
-        ))),
-    };
+                Err(e) => Err(e),
+            }
+        };
+        step(report, Step::ReadBack, held, |_| {
+            format!("{size} bytes, SHA-256 matches")
+        })
+        .await
+    }
+    .await;
     if kept.is_err() {
         remote.discard(path, staged).await;
     }
-    let removed = remote
-        .delete(path)
-        .await
-        .map_err(|e| within("cannot delete the probe", e));
+    let removed = step(report, Step::Delete, remote.delete(path), |_| String::new()).await;
     kept.and(removed)
 }
 
@@ -309,10 +434,19 @@ pub fn classify_transport(
         || chain.contains("failed to lookup address")
         || chain.contains("name or service not known")
     {
-        return RemoteError::transient(format!("{context}: unknown host in {endpoint}"));
+        return RemoteError::transient(format!(
+            "{context}: unknown host in {endpoint} (the name does not resolve: check the spelling)"
+        ));
     }
     if timed_out || chain.contains("timed out") || chain.contains("timeout") {
         return RemoteError::transient(format!("{context}: no answer from {endpoint} in time"));
+    }
+    if let Some(why) = tls_problem(&chain) {
+        // The innermost cause says which check failed, for what the summary does not cover.
+        let cause = chain.lines().last().unwrap_or_default();
+        return RemoteError::transient(format!(
+            "{context}: TLS with {endpoint} failed: {why} ({cause})"
+        ));
     }
     match status_in(&chain) {
         Some(status) if (400..500).contains(&status) && status != 408 && status != 429 => {
@@ -320,6 +454,43 @@ pub fn classify_transport(
         }
         _ => RemoteError::transient(format!("{context}: {error}")),
     }
+}
+
+/// What went wrong in a TLS handshake, for an operator, if `chain` (an error chain, lowercase)
+/// is one.
+fn tls_problem(chain: &str) -> Option<&'static str> {
+    // rustls's wordings; not "tls" or "ssl" alone, which a host name in a URL may contain.
+    let tls = [
+        "certificate",
+        "handshake",
+        "corrupt message",
+        "fatal alert",
+        "peer is incompatible",
+        "peer misbehaved",
+    ]
+    .iter()
+    .any(|w| chain.contains(w));
+    if !tls {
+        return None;
+    }
+    Some(
+        if chain.contains("unknownissuer")
+            || chain.contains("unknown issuer")
+            || chain.contains("causedasendentity")
+        {
+            "the server's certificate is not signed by an authority this machine trusts (self-signed?)"
+        } else if chain.contains("notvalidforname") || chain.contains("not valid for name") {
+            "the server's certificate is not valid for this host name"
+        } else if chain.contains("expired") {
+            "the server's certificate has expired"
+        } else if chain.contains("invalid peer certificate") {
+            "the server's certificate is not accepted by this machine (self-signed, or signed by an authority it does not trust?)"
+        } else if chain.contains("corrupt message") || chain.contains("invalidcontenttype") {
+            "the server does not speak TLS there (an http:// server given as https://?)"
+        } else {
+            "the handshake failed (certificate or protocol)"
+        },
+    )
 }
 
 /// The temporary name under which `path` is staged beside its destination: derived from the
@@ -381,6 +552,17 @@ mod tests {
                     .message
                     .contains("connection refused by http://127.0.0.1:9")
         );
+    }
+
+    #[test]
+    fn tls_failures_are_told_apart() {
+        let said = |chain: &str| tls_problem(chain).unwrap_or("not TLS");
+        assert!(said("invalid peer certificate: unknownissuer").contains("not signed"));
+        assert!(said("invalid peer certificate: notvalidforname").contains("host name"));
+        assert!(said("invalid peer certificate: expired").contains("expired"));
+        assert!(said("invalid peer certificate: badsignature").contains("not accepted"));
+        assert!(said("received corrupt message of type invalidcontenttype").contains("http://"));
+        assert_eq!(said("connection reset by peer"), "not TLS");
     }
 
     #[test]

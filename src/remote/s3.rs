@@ -82,6 +82,12 @@ fn metadata(attributes: FileAttributes) -> Attributes {
 pub struct S3Remote {
     store: AmazonS3,
     bucket: String,
+    region: String,
+    addressing: Addressing,
+    /// The endpoint is AWS's own (none configured, or an `amazonaws.com` host).
+    aws_endpoint: bool,
+    /// Whether `remote.path_style` chose the addressing (else the endpoint did).
+    path_style_set: bool,
     prefix: String,
     endpoint: String,
     multipart_threshold: u64,
@@ -112,12 +118,117 @@ fn read_credentials_file(file: &Path) -> Result<(String, String), String> {
     Ok((get("aws_access_key_id")?, get("aws_secret_access_key")?))
 }
 
+/// How a request names the bucket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Addressing {
+    /// `endpoint/bucket/key`: works with any host name or IP address.
+    Path,
+    /// `bucket.endpoint/key`: AWS's own endpoints; needs DNS (or a host) for every bucket.
+    VirtualHosted,
+}
+
+impl Addressing {
+    /// The setting and value that select this addressing.
+    pub fn setting(self) -> &'static str {
+        match self {
+            Addressing::Path => "remote.path_style = true",
+            Addressing::VirtualHosted => "remote.path_style = false",
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Addressing::Path => "path-style",
+            Addressing::VirtualHosted => "virtual-hosted",
+        }
+    }
+}
+
+/// AWS's own S3 endpoints (`s3.eu-west-1.amazonaws.com`, `s3.cn-north-1.amazonaws.com.cn`).
+fn is_aws_host(host: &str) -> bool {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    host == "amazonaws.com"
+        || host.ends_with(".amazonaws.com")
+        || host.ends_with(".amazonaws.com.cn")
+}
+
+/// No endpoint (AWS by default) or one of AWS's own.
+fn is_aws_endpoint(endpoint: Option<&str>) -> bool {
+    endpoint.is_none_or(|e| {
+        reqwest::Url::parse(e)
+            .ok()
+            .and_then(|u| u.host_str().map(is_aws_host))
+            .unwrap_or(false)
+    })
+}
+
+/// A bucket name that can be a DNS label (and so a virtual host): lowercase letters, digits and
+/// `-`; AWS's SDKs fall back to path-style for the others (a `.` breaks the TLS wildcard).
+fn dns_compatible(bucket: &str) -> bool {
+    (3..=63).contains(&bucket.len())
+        && bucket
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !bucket.starts_with('-')
+        && !bucket.ends_with('-')
+}
+
+/// The addressing for `endpoint` (`None`: AWS) as rclone and the AWS SDKs choose it: virtual-hosted
+/// for AWS's own endpoints, path-style for every other (an IP address or `localhost` cannot serve
+/// `bucket.host`, and most self-hosted stores have no wildcard DNS). `remote.path_style`, when
+/// set, decides instead.
+pub fn addressing(endpoint: Option<&str>, bucket: &str, path_style: Option<bool>) -> Addressing {
+    match path_style {
+        Some(true) => Addressing::Path,
+        Some(false) => Addressing::VirtualHosted,
+        None => {
+            let aws = is_aws_endpoint(endpoint);
+            if aws && dns_compatible(bucket) {
+                Addressing::VirtualHosted
+            } else {
+                Addressing::Path
+            }
+        }
+    }
+}
+
+/// The endpoint a virtual-hosted request goes to: the bucket in front of the host
+/// (object_store takes a virtual-hosted endpoint as it is, bucket included).
+fn bucket_host(endpoint: &str, bucket: &str) -> Result<String, String> {
+    let mut url = reqwest::Url::parse(endpoint)
+        .map_err(|e| format!("remote.endpoint {endpoint:?} is not a URL: {e}"))?;
+    let host = url
+        .host_str()
+        .ok_or_else(|| format!("remote.endpoint {endpoint:?} has no host"))?
+        .to_string();
+    let ip = host.parse::<std::net::Ipv4Addr>().is_ok() || host.starts_with('[');
+    let vhost = format!("{bucket}.{host}");
+    if ip || url.set_host(Some(&vhost)).is_err() {
+        return Err(format!(
+            "remote.path_style = false (virtual-hosted addressing) puts the bucket in the host \
+             name, and {vhost} cannot be one (remote.endpoint {endpoint} is an IP address or \
+             bucket {bucket} is not a host name): remove remote.path_style, or set {}",
+            Addressing::Path.setting()
+        ));
+    }
+    Ok(url.as_str().trim_end_matches('/').to_string())
+}
+
 impl S3Remote {
     pub fn new(config: &RemoteConfig) -> Result<Self, String> {
         // Config file keys win over a credentials file, which wins over AWS_* variables.
+        let bucket = config.bucket.clone().unwrap_or_default();
+        // The endpoint as object_store's `from_env` would take it, made explicit so that the
+        // addressing can be chosen from it.
+        let endpoint = config.endpoint.clone().or_else(|| {
+            ["AWS_ENDPOINT_URL", "AWS_ENDPOINT"]
+                .iter()
+                .find_map(|v| std::env::var(v).ok().filter(|e| !e.is_empty()))
+        });
+        let addressing = addressing(endpoint.as_deref(), &bucket, config.path_style);
         let mut builder = AmazonS3Builder::from_env()
-            .with_bucket_name(config.bucket.clone().unwrap_or_default())
-            .with_virtual_hosted_style_request(!config.path_style)
+            .with_bucket_name(&bucket)
+            .with_virtual_hosted_style_request(addressing == Addressing::VirtualHosted)
             // The slots and the linker retry with our own policy and report each failure.
             .with_retry(RetryConfig {
                 max_retries: 0,
@@ -131,12 +242,15 @@ impl S3Remote {
         if let Some(region) = &config.region {
             builder = builder.with_region(region);
         }
-        let endpoint = config.endpoint.clone();
         let plain_http = endpoint
             .as_deref()
             .is_some_and(|e| e.starts_with("http://"));
         if let Some(endpoint) = &endpoint {
-            builder = builder.with_endpoint(endpoint).with_allow_http(plain_http);
+            let url = match addressing {
+                Addressing::Path => endpoint.clone(),
+                Addressing::VirtualHosted => bucket_host(endpoint, &bucket)?,
+            };
+            builder = builder.with_endpoint(url).with_allow_http(plain_http);
         }
         // Signing the payload means a second SHA-256 of every byte (a third of the CPU time of
         // a large upload in profiles). Over TLS the body is protected anyway, which is why the
@@ -171,7 +285,16 @@ impl S3Remote {
             .map_err(|e| format!("cannot configure the S3 client: {e}"))?;
         Ok(S3Remote {
             store,
-            bucket: config.bucket.clone().unwrap_or_default(),
+            region: config
+                .region
+                .clone()
+                .or_else(|| std::env::var("AWS_REGION").ok())
+                .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
+                .unwrap_or_else(|| "us-east-1".into()),
+            aws_endpoint: is_aws_endpoint(endpoint.as_deref()),
+            bucket,
+            addressing,
+            path_style_set: config.path_style.is_some(),
             prefix: config.prefix.clone(),
             endpoint: endpoint.unwrap_or_else(|| "AWS".into()),
             multipart_threshold: config.multipart_threshold.as_u64(),
@@ -214,42 +337,104 @@ impl S3Remote {
     }
 
     fn describe_error(&self, what: &str, path: &Path, e: object_store::Error) -> RemoteError {
-        let context = format!("{what} {} (bucket {})", path.display(), self.bucket);
+        let context = if path.as_os_str().is_empty() {
+            format!("{what} bucket {}", self.bucket)
+        } else {
+            format!("{what} {} (bucket {})", path.display(), self.bucket)
+        };
         let text = e.to_string();
-        let error = match &e {
-            _ if text.contains("NoSuchBucket") => RemoteError::permanent(format!(
-                "{context}: no such bucket {} at {}",
-                self.bucket, self.endpoint
-            )),
+        let has = |code: &str| text.contains(code);
+        let denied = matches!(
+            e,
             object_store::Error::PermissionDenied { .. }
-            | object_store::Error::Unauthenticated { .. } => RemoteError::permanent(format!(
-                "{context}: access denied (check the credentials): {text}"
-            )),
-            _ if [
-                "InvalidAccessKeyId",
-                "SignatureDoesNotMatch",
-                "AccessDenied",
-            ]
-            .iter()
-            .any(|c| text.contains(c)) =>
-            {
-                RemoteError::permanent(format!(
-                    "{context}: access denied (check the credentials): {text}"
-                ))
-            }
-            object_store::Error::NotFound { .. } => RemoteError::permanent(format!(
-                "{context}: not found (does bucket {} exist?)",
+                | object_store::Error::Unauthenticated { .. }
+        );
+        let error = if has("NoSuchBucket") {
+            RemoteError::permanent(format!(
+                "{context}: no such bucket {} at {}{}",
+                self.bucket,
+                self.endpoint,
+                self.addressing_hint()
+            ))
+        } else if has("InvalidAccessKeyId") {
+            RemoteError::permanent(format!(
+                "{context}: access denied: the server does not know the access key id (check \
+                 remote.access_key_id, else remote.credentials_file or AWS_ACCESS_KEY_ID)"
+            ))
+        } else if has("SignatureDoesNotMatch") {
+            RemoteError::permanent(format!(
+                "{context}: access denied: the request signature does not match, so the secret \
+                 key is wrong (check remote.secret_access_key, else remote.credentials_file or \
+                 AWS_SECRET_ACCESS_KEY)"
+            ))
+        } else if has("PermanentRedirect") || has("AuthorizationHeaderMalformed") {
+            RemoteError::permanent(format!(
+                "{context}: the bucket is in another region than remote.region ({}): set \
+                 remote.region to the bucket's region",
+                self.region
+            ))
+        } else if denied || has("AccessDenied") {
+            RemoteError::permanent(format!(
+                "{context}: access denied: the credentials are accepted but may not do this in \
+                 bucket {} (permission denied; the S3 actions needed: ListBucket, PutObject, \
+                 GetObject, DeleteObject, and the multipart ones): {text}",
                 self.bucket
-            )),
-            object_store::Error::InvalidPath { .. }
-            | object_store::Error::NotSupported { .. }
-            | object_store::Error::NotImplemented { .. }
-            | object_store::Error::UnknownConfigurationKey { .. } => {
-                RemoteError::permanent(format!("{context}: {text}"))
+            ))
+        } else {
+            match &e {
+                object_store::Error::NotFound { .. } => RemoteError::permanent(format!(
+                    "{context}: not found (does bucket {} exist?){}",
+                    self.bucket,
+                    self.addressing_hint()
+                )),
+                object_store::Error::InvalidPath { .. }
+                | object_store::Error::NotSupported { .. }
+                | object_store::Error::NotImplemented { .. }
+                | object_store::Error::UnknownConfigurationKey { .. } => {
+                    RemoteError::permanent(format!("{context}: {text}"))
+                }
+                _ => {
+                    let error = classify_transport(&context, &e, &self.endpoint);
+                    if error.message.contains("unknown host")
+                        && self.addressing == Addressing::VirtualHosted
+                        && !self.aws_endpoint
+                    {
+                        // The endpoint's own name may resolve; the bucket's did not. Still
+                        // transient: name service outages end.
+                        RemoteError {
+                            class: error.class,
+                            message: format!(
+                                "{context}: unknown host {}.<host of {}>{}",
+                                self.bucket,
+                                self.endpoint,
+                                self.addressing_hint()
+                            ),
+                        }
+                    } else {
+                        error
+                    }
+                }
             }
-            _ => classify_transport(&context, &e, &self.endpoint),
         };
         self.redact(error)
+    }
+
+    /// For an error that wrong addressing causes: which addressing was used, and the setting
+    /// that changes it. Empty where the addressing is AWS's own default.
+    fn addressing_hint(&self) -> String {
+        match (self.addressing, self.path_style_set) {
+            (Addressing::VirtualHosted, _) if !self.aws_endpoint => format!(
+                "; with virtual-hosted addressing the bucket goes in the host name, which most \
+                 self-hosted servers do not serve: set {} (or remove remote.path_style)",
+                Addressing::Path.setting()
+            ),
+            (Addressing::Path, true) => format!(
+                "; with path-style addressing ({}) the bucket goes in the path: if this server \
+                 serves buckets as host names, remove remote.path_style",
+                Addressing::Path.setting()
+            ),
+            _ => String::new(),
+        }
     }
 
     /// Servers echo parts of a request in their errors; none of it may reach a log.
@@ -412,6 +597,28 @@ impl S3Remote {
 }
 
 #[async_trait]
+impl super::HealthCheck for S3Remote {
+    async fn health_check(&self, report: super::Report<'_>) -> Result<(), super::CheckFailure> {
+        let prefix = (!self.prefix.is_empty()).then(|| Key::from(self.prefix.as_str()));
+        let listed = async {
+            self.store
+                .list_with_delimiter(prefix.as_ref())
+                .await
+                .map_err(|e| self.describe_error("cannot list", Path::new(&self.prefix), e))
+        };
+        super::step(report, super::Step::Reach, listed, |_| {
+            format!(
+                "listed bucket {} ({} addressing)",
+                self.bucket,
+                self.addressing.describe()
+            )
+        })
+        .await?;
+        super::probe(self, report).await
+    }
+}
+
+#[async_trait]
 impl Remote for S3Remote {
     fn describe(&self) -> String {
         let prefix = if self.prefix.is_empty() {
@@ -419,16 +626,16 @@ impl Remote for S3Remote {
         } else {
             format!("/{}", self.prefix)
         };
-        format!("S3 bucket {}{prefix} at {}", self.bucket, self.endpoint)
+        format!(
+            "S3 bucket {}{prefix} at {}, {} addressing",
+            self.bucket,
+            self.endpoint,
+            self.addressing.describe()
+        )
     }
 
     async fn check(&self) -> Result<(), RemoteError> {
-        let prefix = (!self.prefix.is_empty()).then(|| Key::from(self.prefix.as_str()));
-        self.store
-            .list_with_delimiter(prefix.as_ref())
-            .await
-            .map_err(|e| self.describe_error("cannot list", Path::new(&self.prefix), e))?;
-        super::probe(self).await
+        super::silent_check(self).await
     }
 
     async fn reconcile(&self, _interrupted: Vec<PathBuf>) -> Result<(), RemoteError> {
@@ -544,6 +751,38 @@ mod tests {
         config.prefix = prefix.into();
         config.endpoint = Some("http://127.0.0.1:1".into());
         S3Remote::new(&config).unwrap()
+    }
+
+    #[test]
+    fn addressing_is_path_style_except_on_aws_and_the_setting_overrides_it() {
+        use Addressing::*;
+        for custom in [
+            "http://127.0.0.1:9000",
+            "http://localhost:9000",
+            "https://minio.example.com",
+            "http://[::1]:9000",
+            "https://s3.example.org/amazonaws.com",
+        ] {
+            assert_eq!(addressing(Some(custom), "drops", None), Path, "{custom}");
+            assert_eq!(
+                addressing(Some(custom), "drops", Some(false)),
+                VirtualHosted
+            );
+        }
+        for aws in [
+            None,
+            Some("https://s3.eu-west-1.amazonaws.com"),
+            Some("https://s3.cn-north-1.amazonaws.com.cn"),
+        ] {
+            assert_eq!(addressing(aws, "drops", None), VirtualHosted, "{aws:?}");
+            assert_eq!(addressing(aws, "drops", Some(true)), Path);
+            // Not a host name: AWS's SDKs fall back to path-style too.
+            assert_eq!(addressing(aws, "my.drops", None), Path);
+        }
+        assert_eq!(
+            bucket_host("https://s3.eu-west-1.amazonaws.com", "drops").unwrap(),
+            "https://drops.s3.eu-west-1.amazonaws.com"
+        );
     }
 
     #[test]

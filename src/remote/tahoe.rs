@@ -139,20 +139,24 @@ impl TahoeRemote {
 
     /// `gateway/uri/<dircap>/<base>/<rel>`
     fn url(&self, rel: &Path) -> Result<Url, RemoteError> {
+        self.cap_url(&self.base.join(rel))
+    }
+
+    /// `gateway/uri/<dircap>/<below>`
+    fn cap_url(&self, below: &Path) -> Result<Url, RemoteError> {
         let mut cap = self.gateway.clone();
         cap.path_segments_mut()
             .expect("an http(s) URL has a path")
             .pop_if_empty()
             .push("uri")
             .push(self.dircap.expose());
-        let below = self.base.join(rel);
         if below.as_os_str().is_empty() {
             return Ok(cap);
         }
         cap.path_segments_mut()
             .expect("an http(s) URL has a path")
             .push("");
-        join_url(&cap, &below, false, "Tahoe")
+        join_url(&cap, below, false, "Tahoe")
     }
 
     /// The child `path` as its directory lists it: its size and read-cap, or `None` if there is
@@ -251,35 +255,6 @@ impl TahoeRemote {
             parent.push(part);
         }
         Ok(())
-    }
-
-    /// `check`'s probe for Tahoe: uploaded like a file, then read back by its cap (size and
-    /// SHA-256), but never linked: `check` may run beside the daemon, and a second writer of the
-    /// target directory could make the grid lose entries the ledger records.
-    async fn probe_unlinked(&self) -> Result<(), RemoteError> {
-        let (staged, size, sha256) = super::stage_probe(self).await?;
-        let mut url = self.gateway.clone();
-        url.path_segments_mut()
-            .expect("an http(s) URL has a path")
-            .pop_if_empty()
-            .push("uri")
-            .push(&staged.0);
-        let context = format!("cannot read back the probe {}", super::PROBE);
-        let response =
-            self.client.get(url).send().await.map_err(|e| {
-                classify_transport(&context, &e.without_url(), self.gateway.as_str())
-            })?;
-        let kept = response.status().is_success()
-            && response.content_length() == Some(size)
-            && body_matches(response.bytes_stream(), &sha256, |e| {
-                classify_transport(&context, &e.without_url(), self.gateway.as_str())
-            })
-            .await?;
-        if kept {
-            Ok(())
-        } else {
-            Err(super::probe_not_kept("reading it back by its cap"))
-        }
     }
 
     /// The children of `dir` as the gateway lists them (`t=json`), read from the grid.
@@ -386,6 +361,114 @@ impl TahoeRemote {
 }
 
 #[async_trait]
+impl super::HealthCheck for TahoeRemote {
+    /// The directory is reached, then the probe is uploaded and read back by its cap, but never
+    /// linked: `check` may run beside the daemon, and a second writer of the target directory
+    /// could make the grid lose entries the ledger records.
+    async fn health_check(&self, report: super::Report<'_>) -> Result<(), super::CheckFailure> {
+        use super::Step;
+        super::step(report, Step::Reach, self.reach(), Clone::clone).await?;
+        let (staged, size, sha256) = super::stage_probe(self, report).await?;
+        let read = async {
+            let mut url = self.gateway.clone();
+            url.path_segments_mut()
+                .expect("an http(s) URL has a path")
+                .pop_if_empty()
+                .push("uri")
+                .push(&staged.0);
+            let context = format!("cannot read back the probe {}", super::PROBE);
+            let response = self.client.get(url).send().await.map_err(|e| {
+                classify_transport(&context, &e.without_url(), self.gateway.as_str())
+            })?;
+            let kept = response.status().is_success()
+                && response.content_length() == Some(size)
+                && body_matches(response.bytes_stream(), &sha256, |e| {
+                    classify_transport(&context, &e.without_url(), self.gateway.as_str())
+                })
+                .await?;
+            if kept {
+                Ok(())
+            } else {
+                Err(super::probe_not_kept("reading it back by its cap"))
+            }
+        };
+        super::step(report, Step::ReadBack, read, |_| {
+            format!("{size} bytes by its cap, SHA-256 matches (not linked: the daemon is the directory's only writer)")
+        })
+        .await
+    }
+}
+
+impl TahoeRemote {
+    /// `check`'s first step: the target (the cap, and the path below it) is a directory the
+    /// gateway can read, or the part of that path that exists is, and the first publish creates
+    /// the rest (as `run` does; `check` itself writes no directory, see `health_check`).
+    async fn reach(&self) -> Result<String, RemoteError> {
+        let context = format!("cannot reach the target directory through {}", self.gateway);
+        let named = |below: &Path| {
+            if below.as_os_str().is_empty() {
+                "the cap in remote.dircap_file".to_string()
+            } else {
+                format!("{} below the cap in remote.dircap_file", below.display())
+            }
+        };
+        let mut below = self.base.clone();
+        loop {
+            let mut url = self.cap_url(&below)?;
+            url.query_pairs_mut().append_pair("t", "json");
+            let (status, body) = self.send(&context, self.client.get(url)).await?;
+            match status {
+                // The gateway pretty-prints its JSON: parsed, never matched as text.
+                s if s.is_success() && is_dirnode(&body) => {
+                    return Ok(if below == self.base {
+                        format!("{} is a directory", named(&below))
+                    } else {
+                        format!(
+                            "{} is a directory; {} does not exist yet and the first publish \
+                             creates it",
+                            named(&below),
+                            self.base.display()
+                        )
+                    })
+                }
+                s if s.is_success() => {
+                    let node: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+                    return Err(RemoteError::permanent(match node[0].as_str() {
+                        Some("filenode") => {
+                            format!("{context}: {} is a file, not a directory", named(&below))
+                        }
+                        Some("unknown") => format!(
+                            "{context}: the gateway does not recognise the cap in \
+                             remote.dircap_file (\"unknown\" node): it is damaged or cut short"
+                        ),
+                        other => format!(
+                            "{context}: {} is not a directory (the gateway calls it {:?})",
+                            named(&below),
+                            other.unwrap_or("nothing")
+                        ),
+                    }));
+                }
+                StatusCode::NOT_FOUND if below.pop() => {}
+                StatusCode::GONE => {
+                    return Err(RemoteError::transient(format!(
+                        "{context}: the grid cannot find {}: the gateway is not connected to \
+                         enough storage servers yet, or the cap is not of this grid",
+                        named(&below)
+                    )))
+                }
+                StatusCode::NOT_FOUND => {
+                    return Err(RemoteError::permanent(format!(
+                        "{context}: no such directory: {} does not exist",
+                        named(&below)
+                    )))
+                }
+                s => return Err(self.failure(&context, s, &body)),
+            }
+        }
+    }
+}
+
+#[async_trait]
 impl Remote for TahoeRemote {
     fn describe(&self) -> String {
         let below = if self.base.as_os_str().is_empty() {
@@ -397,20 +480,7 @@ impl Remote for TahoeRemote {
     }
 
     async fn check(&self) -> Result<(), RemoteError> {
-        let context = format!("cannot reach the target directory through {}", self.gateway);
-        let mut url = self.url(Path::new(""))?;
-        url.query_pairs_mut().append_pair("t", "json");
-        let (status, body) = self.send(&context, self.client.get(url)).await?;
-        match status {
-            // The gateway pretty-prints its JSON: parsed, never matched as text.
-            s if s.is_success() && is_dirnode(&body) => self.probe_unlinked().await,
-            s if s.is_success() => Err(RemoteError::permanent(format!("{context}: the cap is not a directory"))),
-            StatusCode::GONE => Err(RemoteError::permanent(format!(
-                "{context}: the grid does not know the directory cap (or no storage server is connected)"
-            ))),
-            StatusCode::NOT_FOUND => Err(RemoteError::permanent(format!("{context}: no such subdirectory below the cap"))),
-            s => Err(self.failure(&context, s, &body)),
-        }
+        super::silent_check(self).await
     }
 
     async fn reconcile(&self, _interrupted: Vec<PathBuf>) -> Result<(), RemoteError> {

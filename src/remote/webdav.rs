@@ -137,6 +137,98 @@ impl WebDavRemote {
 }
 
 #[async_trait]
+impl super::HealthCheck for WebDavRemote {
+    async fn health_check(&self, report: super::Report<'_>) -> Result<(), super::CheckFailure> {
+        super::step(report, super::Step::Reach, self.reach(), Clone::clone).await?;
+        super::probe(self, report).await
+    }
+}
+
+impl WebDavRemote {
+    /// `check`'s first step: the collection at `remote.url` answers PROPFIND as a collection, or
+    /// is created as `run` would create it (its parent must exist).
+    async fn reach(&self) -> Result<String, RemoteError> {
+        let shown = self.describe();
+        let context = format!("cannot reach {shown}");
+        let response = self
+            .request(method("PROPFIND"), self.base.clone())
+            .header("Depth", "0")
+            .send()
+            .await
+            .map_err(|e| classify_transport(&context, &e, self.base.as_str()))?;
+        let status = response.status();
+        let denied = |status: StatusCode| match (status, &self.credentials) {
+            (StatusCode::UNAUTHORIZED, None) => Some(format!(
+                "{context}: access denied: the server wants credentials (401): set \
+                 remote.username and remote.password"
+            )),
+            (StatusCode::UNAUTHORIZED, Some(_)) => Some(format!(
+                "{context}: access denied: the server refused remote.username and \
+                 remote.password (401)"
+            )),
+            (StatusCode::FORBIDDEN, _) => Some(format!(
+                "{context}: permission denied: the server refuses this user access to the \
+                 collection (403)"
+            )),
+            _ => None,
+        };
+        if let Some(message) = denied(status) {
+            return Err(RemoteError::permanent(message));
+        }
+        match status {
+            s if s.is_success() => {
+                let body = response.text().await.unwrap_or_default();
+                if is_collection(&body) {
+                    Ok(format!("{shown} exists"))
+                } else {
+                    Err(RemoteError::permanent(format!(
+                        "{context}: remote.url names a file, not a collection (directory)"
+                    )))
+                }
+            }
+            StatusCode::NOT_FOUND => {
+                let created = self
+                    .send(&context, self.request(method("MKCOL"), self.base.clone()))
+                    .await?;
+                match created {
+                    s if s.is_success() => Ok(format!("created {shown}")),
+                    StatusCode::CONFLICT => Err(RemoteError::permanent(format!(
+                        "{context}: no such collection, and its parent does not exist either \
+                         (create it on the server, or fix remote.url)"
+                    ))),
+                    s => Err(denied(s).map(RemoteError::permanent).unwrap_or_else(|| {
+                        status_error(&format!("{context}: no such collection; creating it"), s)
+                    })),
+                }
+            }
+            StatusCode::METHOD_NOT_ALLOWED | StatusCode::NOT_IMPLEMENTED => {
+                Err(RemoteError::permanent(format!(
+                    "{context}: the server does not answer PROPFIND ({status}): remote.url is not \
+                     a WebDAV collection (is WebDAV enabled there?)"
+                )))
+            }
+            s => Err(status_error(&context, s)),
+        }
+    }
+}
+
+/// Whether a PROPFIND answer (Depth 0) describes a collection: its `resourcetype` holds a
+/// `collection` element, whatever the namespace prefix.
+fn is_collection(multistatus: &str) -> bool {
+    let lower = multistatus.to_ascii_lowercase();
+    let Some(start) = lower.find("resourcetype") else {
+        // No properties at all: some servers answer a bare 200; trust the status.
+        return true;
+    };
+    let rest = &lower[start..];
+    if rest.starts_with("resourcetype/>") || rest.starts_with("resourcetype />") {
+        return false;
+    }
+    let end = rest[1..].find("resourcetype").map_or(rest.len(), |i| i + 1);
+    rest[..end].contains("collection")
+}
+
+#[async_trait]
 impl Remote for WebDavRemote {
     fn describe(&self) -> String {
         // The URL as configured, minus any user:password@ in it.
@@ -147,20 +239,7 @@ impl Remote for WebDavRemote {
     }
 
     async fn check(&self) -> Result<(), RemoteError> {
-        let context = format!("cannot reach {}", self.describe());
-        let request = self
-            .request(method("PROPFIND"), self.base.clone())
-            .header("Depth", "0");
-        match self.send(&context, request).await? {
-            s if s.is_success() => super::probe(self).await,
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Err(RemoteError::permanent(
-                format!("{context}: access denied (check remote.username and remote.password)"),
-            )),
-            StatusCode::NOT_FOUND => Err(RemoteError::permanent(format!(
-                "{context}: no such collection"
-            ))),
-            s => Err(status_error(&context, s)),
-        }
+        super::silent_check(self).await
     }
 
     async fn reconcile(&self, interrupted: Vec<PathBuf>) -> Result<(), RemoteError> {

@@ -168,6 +168,16 @@ impl Server {
 
     /// nginx with its WebDAV modules serving `<dir>/root`; with `htpasswd`, basic auth is on.
     pub fn nginx(htpasswd: Option<&str>) -> Option<Server> {
+        Server::nginx_with(htpasswd, false)
+    }
+
+    /// [`Server::nginx`] over HTTPS with a self-signed certificate for `localhost` (made with
+    /// openssl), which no client trusts: for the TLS errors.
+    pub fn nginx_self_signed() -> Option<Server> {
+        Server::nginx_with(None, true)
+    }
+
+    fn nginx_with(htpasswd: Option<&str>, tls: bool) -> Option<Server> {
         let bin = program("NGINX", PathBuf::from("/usr/sbin/nginx"), "nginx")?;
         let module = Path::new("/usr/lib/nginx/modules/ngx_http_dav_ext_module.so");
         let port = free_port();
@@ -192,12 +202,39 @@ impl Server {
             String::new()
         };
         let d = dir.path().display();
+        let ssl = if tls {
+            let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+            let made = Command::new("openssl")
+                .args([
+                    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                ])
+                .args([
+                    "-subj",
+                    "/CN=localhost",
+                    "-addext",
+                    "subjectAltName=DNS:localhost",
+                ])
+                .args(["-addext", "basicConstraints=critical,CA:FALSE", "-keyout"])
+                .arg(&key)
+                .arg("-out")
+                .arg(&cert)
+                .output()
+                .expect("openssl");
+            assert!(made.status.success(), "openssl: {made:?}");
+            format!(
+                " ssl; ssl_certificate {}; ssl_certificate_key {}",
+                cert.display(),
+                key.display()
+            )
+        } else {
+            String::new()
+        };
         let conf = format!(
             "{load}\nuser root;\nworker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
              events {{ worker_connections 256; }}\n\
              http {{ access_log off; client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp; fastcgi_temp_path {d}/tmp;\n\
                uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp;\n\
-               server {{ listen 127.0.0.1:{port}; root {root}; client_max_body_size 0; {auth}\n\
+               server {{ listen 127.0.0.1:{port}{ssl}; root {root}; client_max_body_size 0; {auth}\n\
                  dav_methods PUT DELETE MKCOL COPY MOVE; dav_ext_methods PROPFIND OPTIONS;\n\
                  dav_access user:rw group:r all:r; autoindex on; }} }}\n",
             root = root.display()
@@ -231,27 +268,17 @@ impl Server {
         );
     }
 
-    /// GET `rel` from the S3 bucket `drops` with an independent client (object_store), as the
-    /// given key id (moto takes any; s3rver wants its own).
-    pub fn s3_get(&self, rel: &str, key_id: &str) -> Option<Vec<u8>> {
-        use object_store::ObjectStoreExt;
-        let store = object_store::aws::AmazonS3Builder::new()
-            .with_endpoint(self.url())
-            .with_allow_http(true)
-            .with_bucket_name("drops")
-            .with_region("us-east-1")
-            .with_access_key_id(key_id)
-            .with_secret_access_key(key_id)
-            .build()
-            .unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let found = store.get(&object_store::path::Path::from(rel)).await.ok()?;
-            found.bytes().await.ok().map(|b| b.to_vec())
-        })
+    /// The object `key` of `bucket`, read with a signed GET (s3rver's credentials, which moto
+    /// accepts like any), or `None` if the server does not give it.
+    pub fn s3_get(&self, bucket: &str, key: &str) -> Option<Vec<u8>> {
+        let out = Command::new("curl")
+            .args(["-s", "-f", "--globoff"])
+            .args(["--aws-sigv4", "aws:amz:us-east-1:s3", "--user", "S3RVER:S3RVER"])
+            .args(["-H", "x-amz-content-sha256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"])
+            .arg(format!("{}/{bucket}/{key}", self.url()))
+            .output()
+            .expect("curl");
+        out.status.success().then_some(out.stdout)
     }
 
     /// GET `drops/<rel>` from a WebDAV server over HTTP, optionally with basic auth.
