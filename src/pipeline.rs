@@ -13,8 +13,8 @@ use anyhow::Context as _;
 use dropslot_actors::debouncer::{DebounceSettings, Debouncer};
 use dropslot_actors::ledger::Ledger;
 use dropslot_actors::linker::{Linker, LinkerSettings};
-use dropslot_actors::mailbox::{Mailbox, Tracker};
 use dropslot_actors::messages::{StopWatching, UploadJob};
+use dropslot_actors::path_table::{PathTable, Tracker};
 use dropslot_actors::remote::Remote;
 use dropslot_actors::requeue::{FailureSignals, Requeue, RequeueSettings};
 use dropslot_actors::retry::RetryPolicy;
@@ -31,7 +31,7 @@ pub struct Pipeline {
     /// Kept so the actor lives as long as the pipeline; `None` if `upload.retry_failed_after`
     /// is zero.
     _requeue: Option<Addr<Requeue>>,
-    mailbox: Arc<Mailbox>,
+    paths: Arc<PathTable>,
     progress: Arc<ScanProgress>,
     upload_queue: async_channel::Sender<UploadJob>,
     stats: Vec<Arc<ActorStats>>,
@@ -55,7 +55,7 @@ impl Pipeline {
         // end without any stage knowing about it.
         let signals = Arc::new(FailureSignals::new(ledger, &retry));
         let ledger: Arc<dyn Ledger> = signals.clone();
-        let mailbox = Arc::new(Mailbox::new());
+        let paths = Arc::new(PathTable::new());
         let mut stats = Vec::new();
         let mut new_stats = |name: String| {
             let s = ActorStats::new(name);
@@ -66,7 +66,7 @@ impl Pipeline {
         // The debouncer's address is needed by every later stage before it can itself start
         // (it needs the stability checker's), so its context is made first.
         let debouncer_ctx = Context::<Debouncer>::new();
-        let tracker = Tracker::new(mailbox.clone(), debouncer_ctx.address().recipient());
+        let tracker = Tracker::new(paths.clone(), debouncer_ctx.address().recipient());
         let (upload_tx, upload_rx) = async_channel::unbounded::<UploadJob>();
 
         let linker = Linker::new(
@@ -155,7 +155,7 @@ impl Pipeline {
                 max_wait: settings.stability.max_wait,
                 log_interval,
             },
-            mailbox.clone(),
+            paths.clone(),
             stability,
             new_stats("debouncer".into()),
         ));
@@ -195,7 +195,7 @@ impl Pipeline {
         Ok(Pipeline {
             watcher,
             _requeue: requeue,
-            mailbox,
+            paths,
             progress,
             upload_queue: upload_tx,
             stats,
@@ -204,7 +204,7 @@ impl Pipeline {
 
     /// Nothing is being scanned and no path has work anywhere in the pipeline.
     pub fn is_idle(&self) -> bool {
-        !self.progress.is_scanning() && self.mailbox.is_empty()
+        !self.progress.is_scanning() && self.paths.is_empty()
     }
 
     pub fn drop_folder_missing(&self) -> bool {
@@ -222,12 +222,12 @@ impl Pipeline {
     /// summary. What was still waiting is found again by the next start-up scan.
     pub async fn shutdown(self, timeout: Duration) {
         self.watcher.do_send(StopWatching);
-        self.mailbox.drain();
+        self.paths.drain();
         let deadline = Instant::now() + timeout;
-        while self.mailbox.in_transfer() > 0 && Instant::now() < deadline {
+        while self.paths.in_transfer() > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let unfinished = self.mailbox.in_transfer();
+        let unfinished = self.paths.in_transfer();
         if unfinished > 0 {
             tracing::warn!(
                 unfinished,

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 
 use crate::ledger::{Ledger, PublishedFile};
-use crate::mailbox::Tracker;
 use crate::messages::{Publish, Unpublish};
+use crate::path_table::Tracker;
 use crate::remote::{PublishItem, Remote, RemoteError};
 use crate::retry::RetryPolicy;
 use crate::stats::ActorStats;

@@ -29,8 +29,8 @@ use crate::fileinfo::{
     FileMeta,
 };
 use crate::ledger::Ledger;
-use crate::mailbox::{Phase, Tracker};
 use crate::messages::{PublishedVersion, TakeSnapshot, UploadJob, UploadSource};
+use crate::path_table::{Phase, Tracker};
 use crate::stats::ActorStats;
 
 /// The snapshot area: a directory and a byte budget shared with the upload slots, which release
@@ -295,7 +295,7 @@ impl SnapshotCopier {
             Ok((file, sha256, meta)) => {
                 let job_version =
                     self.tracker
-                        .mailbox
+                        .paths
                         .queue_for_upload(path, Phase::Snapshotting, true);
                 match job_version {
                     Some(version) => {
@@ -387,7 +387,7 @@ impl Handler<TakeSnapshot> for SnapshotCopier {
 
     fn handle(&mut self, msg: TakeSnapshot, ctx: &mut Self::Context) {
         self.stats.received(1);
-        if self.tracker.mailbox.phase(&msg.path) != Some(Phase::Snapshotting) {
+        if self.tracker.paths.phase(&msg.path) != Some(Phase::Snapshotting) {
             return;
         }
         let area = self.area.clone();

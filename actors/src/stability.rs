@@ -26,10 +26,10 @@ use crate::fileinfo::{writers_known_open, FileKind, FileMeta};
 use crate::globs::PathGlobs;
 use crate::ledger::{EntryStatus, Ledger, LedgerEntry};
 use crate::linker::Linker;
-use crate::mailbox::{Phase, Tracker};
 use crate::messages::{
     CheckStability, PublishedVersion, TakeSnapshot, Unpublish, UploadJob, UploadSource,
 };
+use crate::path_table::{Phase, Tracker};
 use crate::snapshot::SnapshotCopier;
 use crate::stats::ActorStats;
 use crate::wakeup::Wakeup;
@@ -195,7 +195,7 @@ impl StabilityChecker {
                 match entry.map(with_copy).or(watched.ledger_status) {
                     Some(EntryStatus::Published)
                         if self.settings.on_delete == DeletePolicy::Delete
-                            && self.tracker.mailbox.advance(
+                            && self.tracker.paths.advance(
                                 path,
                                 Phase::Checking,
                                 Phase::Linking,
@@ -253,7 +253,7 @@ impl StabilityChecker {
                     Some(_) if max_wait_over => {
                         if self
                             .tracker
-                            .mailbox
+                            .paths
                             .advance(path, Phase::Checking, Phase::Snapshotting)
                         {
                             tracing::info!(path = %path.display(), log = is_log, "file keeps changing; taking a snapshot");
@@ -316,7 +316,7 @@ impl StabilityChecker {
     fn queue_upload(&mut self, path: PathBuf, meta: FileMeta, published: Option<PublishedVersion>) {
         let Some(version) = self
             .tracker
-            .mailbox
+            .paths
             .queue_for_upload(&path, Phase::Checking, false)
         else {
             return;

@@ -21,8 +21,8 @@ use crate::confined::{refusal, DropRoot};
 use crate::fileinfo::{hash_stream, is_gone, open_regular, ContentHash, FileMeta};
 use crate::ledger::Ledger;
 use crate::linker::Linker;
-use crate::mailbox::Tracker;
 use crate::messages::{Publish, UploadJob, UploadSource};
+use crate::path_table::Tracker;
 use crate::remote::{ContentStream, Remote, RemoteError, Staged};
 use crate::retry::RetryPolicy;
 use crate::snapshot::SnapshotArea;
@@ -138,7 +138,7 @@ async fn run_job(
 ) {
     let started = Instant::now();
     let path = job.path.clone();
-    if deps.tracker.mailbox.start_upload(&path, job.version) {
+    if deps.tracker.paths.start_upload(&path, job.version) {
         let outcome = upload(&settings, &deps, &stats, &job).await;
         match outcome {
             Outcome::Handed => stats.sent(1),
