@@ -248,9 +248,9 @@ impl Pipeline {
             if s.actor.starts_with("slot-") {
                 uploaded_files += s.files.load(Relaxed);
                 uploaded_bytes += s.bytes.load(Relaxed);
-            } else if s.actor == "linker" {
-                published = s.msgs_out.load(Relaxed);
             }
+            // Publishes only: the linker's deletes and its messages out are other numbers.
+            published += s.published.load(Relaxed);
         }
         tracing::info!(
             target: "dropslot::metrics",

@@ -12,6 +12,7 @@
 
 pub mod confined;
 pub mod debouncer;
+pub mod events;
 pub mod fileinfo;
 pub mod globs;
 pub mod ledger;

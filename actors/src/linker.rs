@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
+use crate::events::{DeletedFromRemote, FailedStep, FilePublished, InternalEvent, UploadFailed};
 use crate::ledger::{Ledger, PublishedFile};
 use crate::messages::{Publish, Unpublish};
 use crate::path_table::Tracker;
@@ -218,12 +219,23 @@ async fn publish_run(shared: &Shared, run: Vec<Publish>) {
             tokio::time::sleep(delay).await;
         }
     }
-    shared.stats.sent(published.len());
+    for file in &published {
+        FilePublished {
+            path: &file.path,
+            remote_ref: &file.remote_ref,
+        }
+        .emit(&shared.stats);
+    }
     let ledger = shared.ledger.clone();
     let paths: Vec<PathBuf> = published.iter().map(|f| f.path.clone()).collect();
-    for (path, error, _) in &failed {
-        shared.stats.error();
-        tracing::error!(path = %path.display(), "publishing failed: {error}");
+    for (path, error, attempts) in &failed {
+        UploadFailed {
+            step: FailedStep::Publish,
+            path,
+            attempts: *attempts,
+            error,
+        }
+        .emit(&shared.stats);
     }
     let done: Vec<PathBuf> = paths
         .into_iter()
@@ -298,13 +310,17 @@ async fn delete(shared: &Shared, path: PathBuf) {
     let recorded_path = path.clone();
     let recorded = match result {
         Ok(()) => {
-            tracing::info!(path = %path.display(), "deleted from the remote");
-            shared.stats.sent(1);
+            DeletedFromRemote { path: &path }.emit(&shared.stats);
             tokio::task::spawn_blocking(move || ledger.forget(&recorded_path)).await
         }
         Err(e) => {
-            shared.stats.error();
-            tracing::error!(path = %path.display(), attempts, "deleting from the remote failed: {e}");
+            UploadFailed {
+                step: FailedStep::Delete,
+                path: &path,
+                attempts,
+                error: &e,
+            }
+            .emit(&shared.stats);
             // The entry keeps the hash of the remote copy, so the next look at the missing file
             // (a retry round, a rescan) deletes it again instead of forgetting it.
             let error = format!("delete failed: {e}");

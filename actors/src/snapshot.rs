@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 
 use crate::confined::DropRoot;
+use crate::events::{FailedStep, InternalEvent, SnapshotTaken, UploadFailed};
 use crate::fileinfo::{
     hash_file, hash_stream, hash_stream_with_mark, is_gone, writers_known_open, ContentHash,
     FileMeta,
@@ -299,9 +300,11 @@ impl SnapshotCopier {
                         .queue_for_upload(path, Phase::Snapshotting, true);
                 match job_version {
                     Some(version) => {
-                        self.stats.sent(1);
-                        self.stats.files.fetch_add(1, Ordering::Relaxed);
-                        self.stats.bytes.fetch_add(meta.size, Ordering::Relaxed);
+                        SnapshotTaken {
+                            path,
+                            size: meta.size,
+                        }
+                        .emit(&self.stats);
                         let job = UploadJob {
                             path: msg.path,
                             version,
@@ -354,9 +357,14 @@ impl SnapshotCopier {
                 self.retry_later(msg, delay, ctx);
             }
             Err(e) => {
-                self.stats.error();
                 let error = e.to_string();
-                tracing::error!(path = %path.display(), "cannot snapshot file: {error}");
+                UploadFailed {
+                    step: FailedStep::Snapshot,
+                    path,
+                    attempts: msg.attempt + 1,
+                    error: &error,
+                }
+                .emit(&self.stats);
                 let ledger = self.ledger.clone();
                 let tracker = self.tracker.clone();
                 let path = msg.path;

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 
 use crate::confined::DropRoot;
+use crate::events::{InternalEvent, SkipReason, Skipped, WaitingForWriter};
 use crate::fileinfo::{writers_known_open, FileKind, FileMeta};
 use crate::globs::PathGlobs;
 use crate::ledger::{EntryStatus, Ledger, LedgerEntry};
@@ -179,8 +180,11 @@ impl StabilityChecker {
         let path = &watched.path;
         match kind {
             Err(e) => {
-                self.stats.error();
-                tracing::warn!(path = %path.display(), "cannot look at file, skipping it: {e}");
+                Skipped {
+                    path,
+                    reason: SkipReason::Unreadable(&e),
+                }
+                .emit(&self.stats);
                 self.tracker.complete(path);
             }
             Ok(FileKind::Missing) => {
@@ -220,15 +224,27 @@ impl StabilityChecker {
             }
             Ok(FileKind::Directory) => self.tracker.complete(path), // the watcher walks directories
             Ok(FileKind::Symlink) => {
-                tracing::info!(path = %path.display(), "skipping symbolic link (links are not followed)");
+                Skipped {
+                    path,
+                    reason: SkipReason::Link,
+                }
+                .emit(&self.stats);
                 self.tracker.complete(path);
             }
             Ok(FileKind::Special(what)) => {
-                tracing::warn!(path = %path.display(), "skipping {what}: only regular files are uploaded");
+                Skipped {
+                    path,
+                    reason: SkipReason::Special(what),
+                }
+                .emit(&self.stats);
                 self.tracker.complete(path);
             }
             Ok(FileKind::Refused(why)) => {
-                tracing::warn!(path = %path.display(), "skipping: {why}");
+                Skipped {
+                    path,
+                    reason: SkipReason::Refused(&why),
+                }
+                .emit(&self.stats);
                 self.tracker.complete(path);
             }
             Ok(FileKind::Regular(meta)) => {
@@ -294,7 +310,10 @@ impl StabilityChecker {
         }
         watched.waiting_for_writer = waiting;
         if waiting {
-            tracing::info!(path = %watched.path.display(), "open for writing by another process; waiting for it to close the file");
+            WaitingForWriter {
+                path: &watched.path,
+            }
+            .emit(&self.stats);
         }
         let (ledger, path) = (self.ledger.clone(), watched.path.clone());
         tokio::task::spawn_blocking(move || {

@@ -18,6 +18,7 @@ use actix::prelude::*;
 use bytes::Bytes;
 
 use crate::confined::{refusal, DropRoot};
+use crate::events::{FailedStep, InternalEvent, UploadFailed};
 use crate::fileinfo::{hash_stream, is_gone, open_regular, ContentHash, FileMeta};
 use crate::ledger::Ledger;
 use crate::linker::Linker;
@@ -148,8 +149,13 @@ async fn run_job(
                 deps.tracker.restart(&path);
             }
             Outcome::Failed { error, attempts } => {
-                stats.error();
-                tracing::error!(path = %path.display(), attempts, "upload failed: {error}");
+                UploadFailed {
+                    step: FailedStep::Upload,
+                    path: &path,
+                    attempts,
+                    error: &error,
+                }
+                .emit(&stats);
                 let (ledger, failed) = (deps.ledger.clone(), path.clone());
                 let recorded = tokio::task::spawn_blocking(move || {
                     ledger.record_failure(&failed, &error, attempts)

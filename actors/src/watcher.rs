@@ -31,6 +31,7 @@ use notify::{RecursiveMode, Watcher as _};
 
 use crate::confined::{refusal, DropRoot};
 use crate::debouncer::Debouncer;
+use crate::events::{InternalEvent, RescanFinished, RescanStarted};
 use crate::fileinfo::{is_gone, FileKind, FileMeta};
 use crate::ledger::Ledger;
 use crate::messages::{PathsTouched, StopWatching};
@@ -485,6 +486,9 @@ impl Scan {
             }
             return false;
         }
+        if full {
+            RescanStarted { root }.emit(&self.stats);
+        }
         let mut batch = Vec::new();
         for rel in gone {
             if !self.report_gone(rel, &mut batch) {
@@ -577,7 +581,13 @@ impl Scan {
         self.send(&mut batch);
         self.stats.busy_since(started);
         if full {
-            tracing::info!(root = %root.display(), files, dirs, elapsed_ms = started.elapsed().as_millis() as u64, "scan finished");
+            RescanFinished {
+                root,
+                files,
+                dirs,
+                elapsed: started.elapsed(),
+            }
+            .emit(&self.stats);
         }
         true
     }
