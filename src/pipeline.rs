@@ -169,6 +169,7 @@ impl Pipeline {
                 signals,
                 requeue_remote,
                 debouncer.clone(),
+                new_stats("requeue".into()),
             )
             .start()
         });

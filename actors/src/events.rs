@@ -109,7 +109,7 @@ pub enum Cadence {
 pub struct RetryScheduled<'a> {
     /// What failed, as the start of the line: "upload failed", "publishing failed", ...
     pub what: &'a str,
-    /// The file concerned (for a batch, its first file).
+    /// The file concerned (for a batch, its first file); empty for the remote as a whole.
     pub path: &'a Path,
     /// The attempt that just failed, counting from 1.
     pub attempt: u32,
@@ -133,10 +133,15 @@ impl InternalEvent for RetryScheduled<'_> {
             self.what,
             self.error,
         );
-        if loud {
-            tracing::warn!(path = %path, attempt, "{what}, retrying in {delay:?}: {error}");
-        } else {
-            tracing::debug!(path = %path, attempt, "{what}, retrying in {delay:?}: {error}");
+        match (loud, self.path.as_os_str().is_empty()) {
+            (true, false) => {
+                tracing::warn!(path = %path, attempt, "{what}, retrying in {delay:?}: {error}")
+            }
+            (true, true) => tracing::warn!(attempt, "{what}, retrying in {delay:?}: {error}"),
+            (false, false) => {
+                tracing::debug!(path = %path, attempt, "{what}, retrying in {delay:?}: {error}")
+            }
+            (false, true) => tracing::debug!(attempt, "{what}, retrying in {delay:?}: {error}"),
         }
     }
 }

@@ -4,6 +4,7 @@
 //! mutable directory lose entries). Only after the remote confirms does it record the result in
 //! the ledger. It owns batching and per-directory ordering; it does not move file content.
 
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,12 +12,15 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use crate::events::{DeletedFromRemote, FailedStep, FilePublished, InternalEvent, UploadFailed};
+use crate::events::{
+    Cadence, DeletedFromRemote, FailedStep, FilePublished, InternalEvent, RetryScheduled,
+    UploadFailed,
+};
 use crate::ledger::{Ledger, PublishedFile};
 use crate::messages::{Publish, Unpublish};
 use crate::path_table::Tracker;
 use crate::remote::{PublishItem, Remote, RemoteError};
-use crate::retry::RetryPolicy;
+use crate::retry::{report, retry, RetryPolicy};
 use crate::stats::ActorStats;
 
 #[derive(Clone, Debug)]
@@ -178,12 +182,13 @@ async fn publish_run(shared: &Shared, run: Vec<Publish>) {
     if run.is_empty() {
         return;
     }
-    let mut waiting: Vec<(Publish, u32)> = run.into_iter().map(|p| (p, 0)).collect();
-    let mut delays = shared.settings.retry.delays();
-    let mut published = Vec::new();
-    let mut failed: Vec<(PathBuf, String, u32)> = Vec::new();
-    while !waiting.is_empty() {
-        let items = waiting
+    // Each attempt publishes what is still waiting; only transient failures wait for the next.
+    let waiting = RefCell::new(run.into_iter().map(|p| (p, 0u32)).collect::<Vec<_>>());
+    let published = RefCell::new(Vec::new());
+    let failed: RefCell<Vec<(PathBuf, String, u32)>> = RefCell::new(Vec::new());
+    let attempt = || async {
+        let batch = waiting.take();
+        let items = batch
             .iter()
             .map(|(p, _)| PublishItem {
                 path: p.path.clone(),
@@ -193,32 +198,59 @@ async fn publish_run(shared: &Shared, run: Vec<Publish>) {
             })
             .collect();
         let results = shared.remote.publish(items).await;
-        let delay = delays.next();
-        let mut retry = Vec::new();
-        for ((p, attempts), result) in waiting.into_iter().zip(results) {
+        let mut transient = Vec::new();
+        for ((p, attempts), result) in batch.into_iter().zip(results) {
             let attempts = attempts + 1;
             match result {
-                Ok(remote_ref) => published.push(PublishedFile {
+                Ok(remote_ref) => published.borrow_mut().push(PublishedFile {
                     path: p.path,
                     meta: p.meta,
                     sha256: p.sha256,
                     remote_ref: remote_ref.0,
                 }),
-                Err(e) if e.is_transient() && delay.is_some() => {
-                    tracing::warn!(path = %p.path.display(), "publishing failed, retrying: {e}");
-                    retry.push((p, attempts));
+                Err(e) if e.is_transient() => {
+                    transient.push((p.path.clone(), e));
+                    waiting.borrow_mut().push((p, attempts));
                 }
                 Err(e) => {
                     shared.remote.discard(&p.path, p.staged).await;
-                    failed.push((p.path, e.to_string(), attempts));
+                    failed.borrow_mut().push((p.path, e.to_string(), attempts));
                 }
             }
         }
-        waiting = retry;
-        if let (false, Some(delay)) = (waiting.is_empty(), delay) {
-            tokio::time::sleep(delay).await;
+        if transient.is_empty() {
+            Ok(())
+        } else {
+            Err(transient)
+        }
+    };
+    let done = retry(
+        &shared.settings.retry,
+        attempt,
+        |_| true,
+        |errors: &Vec<(PathBuf, RemoteError)>, attempt, delay| {
+            for (path, error) in errors {
+                RetryScheduled {
+                    what: "publishing failed",
+                    path,
+                    attempt,
+                    delay,
+                    error,
+                    cadence: Cadence::Each,
+                }
+                .emit(&shared.stats);
+            }
+        },
+    )
+    .await;
+    // What still waits ran out of attempts; `waiting` and the errors are in the same order.
+    if let Err(errors) = done.result {
+        for ((p, attempts), (_, e)) in waiting.take().into_iter().zip(errors) {
+            shared.remote.discard(&p.path, p.staged).await;
+            failed.borrow_mut().push((p.path, e.to_string(), attempts));
         }
     }
+    let (published, failed) = (published.into_inner(), failed.into_inner());
     for file in &published {
         FilePublished {
             path: &file.path,
@@ -294,18 +326,19 @@ async fn record_until_it_works(
 }
 
 async fn delete(shared: &Shared, path: PathBuf) {
-    let mut delays = shared.settings.retry.delays();
-    let mut attempts = 0;
-    let result: Result<(), RemoteError> = loop {
-        attempts += 1;
-        match shared.remote.delete(&path).await {
-            Err(e) if e.is_transient() => match delays.next() {
-                Some(delay) => tokio::time::sleep(delay).await,
-                None => break Err(e),
-            },
-            other => break other,
-        }
-    };
+    let done = retry(
+        &shared.settings.retry,
+        || shared.remote.delete(&path),
+        RemoteError::is_transient,
+        report(
+            &shared.stats,
+            "deleting from the remote failed",
+            &path,
+            Cadence::Each,
+        ),
+    )
+    .await;
+    let (result, attempts) = (done.result, done.attempts);
     let ledger = shared.ledger.clone();
     let recorded_path = path.clone();
     let recorded = match result {

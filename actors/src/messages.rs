@@ -49,7 +49,6 @@ pub struct PublishedVersion {
 #[rtype(result = "()")]
 pub struct TakeSnapshot {
     pub path: PathBuf,
-    pub attempt: u32,
     pub published: Option<PublishedVersion>,
     /// The file is a log (`stability.logs`) held open by its writer: copy the prefix written so
     /// far, provided the published version is still its beginning.

@@ -277,7 +277,6 @@ impl StabilityChecker {
                             self.stats.sent(1);
                             self.snapshot.do_send(TakeSnapshot {
                                 path: watched.path,
-                                attempt: 0,
                                 published: watched.published,
                                 append_only: is_log && writer_open,
                             });

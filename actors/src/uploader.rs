@@ -18,14 +18,14 @@ use actix::prelude::*;
 use bytes::Bytes;
 
 use crate::confined::{refusal, DropRoot};
-use crate::events::{FailedStep, InternalEvent, UploadFailed};
+use crate::events::{Cadence, FailedStep, InternalEvent, UploadFailed};
 use crate::fileinfo::{hash_stream, is_gone, open_regular, ContentHash, FileMeta};
 use crate::ledger::Ledger;
 use crate::linker::Linker;
 use crate::messages::{Publish, UploadJob, UploadSource};
 use crate::path_table::Tracker;
 use crate::remote::{ContentStream, Remote, RemoteError, Staged};
-use crate::retry::RetryPolicy;
+use crate::retry::{report, retry, RetryPolicy};
 use crate::snapshot::SnapshotArea;
 use crate::stats::ActorStats;
 
@@ -131,6 +131,15 @@ enum AttemptError {
     Remote(RemoteError),
 }
 
+impl std::fmt::Display for AttemptError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AttemptError::Source(e) => write!(f, "cannot read the file: {e}"),
+            AttemptError::Remote(e) => write!(f, "{e}"),
+        }
+    }
+}
+
 async fn run_job(
     settings: Arc<SlotSettings>,
     deps: Arc<SlotDeps>,
@@ -198,52 +207,33 @@ async fn upload(
         tracing::error!(path = %job.path.display(), "cannot record that the upload starts: {e}");
     }
 
-    let mut delays = settings.retry.delays();
-    let mut attempts = 0;
-    loop {
-        attempts += 1;
-        let expected = matches!(job.source, UploadSource::Original).then_some(job.meta);
-        match upload_once(deps, stats, &job.path, &content, expected).await {
-            Ok(Attempt::Staged { staged, sha256 }) => {
-                let publish = Publish {
-                    path: job.path.clone(),
-                    staged: staged.clone(),
-                    meta: job.meta,
-                    sha256,
-                };
-                if deps.linker.send(publish).await.is_err() {
-                    deps.remote.discard(&job.path, staged).await; // the linker stopped: shutting down
-                }
-                return Outcome::Handed;
+    let expected = matches!(job.source, UploadSource::Original).then_some(job.meta);
+    let done = retry(
+        &settings.retry,
+        || upload_once(deps, stats, &job.path, &content, expected),
+        |e| matches!(e, AttemptError::Remote(e) if e.is_transient()),
+        report(stats, "upload failed", &job.path, Cadence::Each),
+    )
+    .await;
+    match done.result {
+        Ok(Attempt::Staged { staged, sha256 }) => {
+            let publish = Publish {
+                path: job.path.clone(),
+                staged: staged.clone(),
+                meta: job.meta,
+                sha256,
+            };
+            if deps.linker.send(publish).await.is_err() {
+                deps.remote.discard(&job.path, staged).await; // the linker stopped: shutting down
             }
-            Ok(Attempt::SourceChanged) => return Outcome::SourceChanged,
-            Ok(Attempt::Vanished) => return Outcome::Vanished,
-            Err(AttemptError::Source(e)) => {
-                return Outcome::Failed {
-                    error: format!("cannot read the file: {e}"),
-                    attempts,
-                }
-            }
-            Err(AttemptError::Remote(e)) if e.is_transient() => match delays.next() {
-                Some(delay) => {
-                    stats.error();
-                    tracing::warn!(path = %job.path.display(), attempt = attempts, "upload failed, retrying in {delay:?}: {e}");
-                    tokio::time::sleep(delay).await;
-                }
-                None => {
-                    return Outcome::Failed {
-                        error: e.to_string(),
-                        attempts,
-                    }
-                }
-            },
-            Err(AttemptError::Remote(e)) => {
-                return Outcome::Failed {
-                    error: e.to_string(),
-                    attempts,
-                }
-            }
+            Outcome::Handed
         }
+        Ok(Attempt::SourceChanged) => Outcome::SourceChanged,
+        Ok(Attempt::Vanished) => Outcome::Vanished,
+        Err(e) => Outcome::Failed {
+            error: e.to_string(),
+            attempts: done.attempts,
+        },
     }
 }
 
