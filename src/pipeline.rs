@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use anyhow::Context as _;
 use dropslot_actors::debouncer::{DebounceSettings, Debouncer};
-use dropslot_actors::ledger::Ledger;
+use dropslot_actors::ledger::{Ledger, LedgerHandle};
 use dropslot_actors::linker::{Linker, LinkerSettings};
 use dropslot_actors::messages::{StopWatching, UploadJob};
 use dropslot_actors::path_table::{PathTable, Tracker};
@@ -57,10 +57,11 @@ impl Pipeline {
         let ledger: Arc<dyn Ledger> = signals.clone();
         let paths = Arc::new(PathTable::new());
         let mut stats = Vec::new();
+        // Each actor's stats, and the ledger as that actor uses it (its retries count there).
         let mut new_stats = |name: String| {
             let s = ActorStats::new(name);
             stats.push(s.clone());
-            s
+            (LedgerHandle::new(ledger.clone(), s.clone()), s)
         };
 
         // The debouncer's address is needed by every later stage before it can itself start
@@ -69,6 +70,7 @@ impl Pipeline {
         let tracker = Tracker::new(paths.clone(), debouncer_ctx.address().recipient());
         let (upload_tx, upload_rx) = async_channel::unbounded::<UploadJob>();
 
+        let (linker_ledger, linker_stats) = new_stats("linker".into());
         let linker = Linker::new(
             LinkerSettings {
                 batch_size: settings.linker.batch_size,
@@ -77,9 +79,9 @@ impl Pipeline {
                 log_interval,
             },
             remote.clone(),
-            ledger.clone(),
+            linker_ledger,
             tracker.clone(),
-            new_stats("linker".into()),
+            linker_stats,
         )
         .start();
 
@@ -92,6 +94,7 @@ impl Pipeline {
                     )
                 })?,
         );
+        let (snapshot_ledger, snapshot_stats) = new_stats("snapshot".into());
         let snapshot = SnapshotCopier::new(
             SnapshotSettings {
                 root: settings.drop_root(),
@@ -100,21 +103,21 @@ impl Pipeline {
             },
             snapshots.clone(),
             tracker.clone(),
-            ledger.clone(),
+            snapshot_ledger,
             upload_tx.clone(),
-            new_stats("snapshot".into()),
+            snapshot_stats,
         )
         .start();
 
         let requeue_remote = remote.clone();
         let deps = Arc::new(SlotDeps {
             remote,
-            ledger: ledger.clone(),
             tracker: tracker.clone(),
             linker: linker.clone(),
             snapshots,
         });
         for slot in 0..settings.upload.slots {
+            let (slot_ledger, slot_stats) = new_stats(format!("slot-{slot}"));
             UploadSlot::new(
                 SlotSettings {
                     root: settings.drop_root(),
@@ -123,11 +126,13 @@ impl Pipeline {
                 },
                 deps.clone(),
                 upload_rx.clone(),
-                new_stats(format!("slot-{slot}")),
+                slot_ledger,
+                slot_stats,
             )
             .start();
         }
 
+        let (stability_ledger, stability_stats) = new_stats("stability".into());
         let stability = StabilityChecker::new(
             StabilitySettings {
                 root: settings.drop_root(),
@@ -141,11 +146,11 @@ impl Pipeline {
                 log_interval,
             },
             tracker,
-            ledger.clone(),
+            stability_ledger,
             upload_tx.clone(),
             snapshot,
             linker,
-            new_stats("stability".into()),
+            stability_stats,
         )
         .start();
 
@@ -157,7 +162,7 @@ impl Pipeline {
             },
             paths.clone(),
             stability,
-            new_stats("debouncer".into()),
+            new_stats("debouncer".into()).1,
         ));
 
         let requeue = (!settings.upload.retry_failed_after.is_zero()).then(|| {
@@ -169,11 +174,12 @@ impl Pipeline {
                 signals,
                 requeue_remote,
                 debouncer.clone(),
-                new_stats("requeue".into()),
+                new_stats("requeue".into()).1,
             )
             .start()
         });
 
+        let (watcher_ledger, watcher_stats) = new_stats("watcher".into());
         let watcher = Watcher::new(
             WatchSettings {
                 root,
@@ -185,9 +191,9 @@ impl Pipeline {
                     .then_some(settings.watch.poll_interval),
                 log_interval,
             },
-            ledger,
+            watcher_ledger,
             debouncer,
-            new_stats("watcher".into()),
+            watcher_stats,
         )
         .context("cannot start the file-system watcher (inotify)")?;
         let progress = watcher.progress();

@@ -16,7 +16,7 @@ use crate::events::{
     Cadence, DeletedFromRemote, FailedStep, FilePublished, InternalEvent, RetryScheduled,
     UploadFailed,
 };
-use crate::ledger::{Ledger, PublishedFile};
+use crate::ledger::{LedgerHandle, PublishedFile};
 use crate::messages::{Publish, Unpublish};
 use crate::path_table::Tracker;
 use crate::remote::{PublishItem, Remote, RemoteError};
@@ -41,7 +41,7 @@ enum Change {
 struct Shared {
     settings: LinkerSettings,
     remote: Arc<dyn Remote>,
-    ledger: Arc<dyn Ledger>,
+    ledger: LedgerHandle,
     tracker: Tracker,
     stats: Arc<ActorStats>,
 }
@@ -59,7 +59,7 @@ impl Linker {
     pub fn new(
         settings: LinkerSettings,
         remote: Arc<dyn Remote>,
-        ledger: Arc<dyn Ledger>,
+        ledger: LedgerHandle,
         tracker: Tracker,
         stats: Arc<ActorStats>,
     ) -> Self {
@@ -258,7 +258,6 @@ async fn publish_run(shared: &Shared, run: Vec<Publish>) {
         }
         .emit(&shared.stats);
     }
-    let ledger = shared.ledger.clone();
     let paths: Vec<PathBuf> = published.iter().map(|f| f.path.clone()).collect();
     for (path, error, attempts) in &failed {
         UploadFailed {
@@ -273,55 +272,12 @@ async fn publish_run(shared: &Shared, run: Vec<Publish>) {
         .into_iter()
         .chain(failed.iter().map(|(path, ..)| path.clone()))
         .collect();
-    record_until_it_works(ledger, published, failed).await;
+    // The files are on the remote already: the ledger's write policy waits for a ledger that
+    // cannot be written (a full state disk) rather than skipping the record, which would leave
+    // them to be sent again at the next start. The directory's next batch waits meanwhile.
+    shared.ledger.record_outcome(published, failed).await;
     for path in done {
         shared.tracker.complete(&path);
-    }
-}
-
-/// Records a batch's outcome. The files are on the remote already, so a ledger that cannot be
-/// written (a full state disk) is waited for rather than skipped: skipping would leave them
-/// unrecorded until the next restart re-sends them. The directory's next batch waits meanwhile.
-async fn record_until_it_works(
-    ledger: Arc<dyn Ledger>,
-    published: Vec<PublishedFile>,
-    failed: Vec<(PathBuf, String, u32)>,
-) {
-    let batch = Arc::new((published, failed));
-    let mut delay = Duration::from_millis(100);
-    for round in 0u32.. {
-        let (ledger, shared_batch) = (ledger.clone(), batch.clone());
-        let recorded = tokio::task::spawn_blocking(move || {
-            let (published, failed) = &*shared_batch;
-            ledger.record_published(published)?;
-            for (path, error, attempts) in failed {
-                ledger.record_failure(path, error, *attempts)?;
-            }
-            Ok::<_, crate::ledger::LedgerError>(())
-        })
-        .await;
-        match recorded {
-            Ok(Ok(())) => return,
-            Ok(Err(e)) if round % 10 == 0 => {
-                let (published, failed) = &*batch;
-                let first = published
-                    .first()
-                    .map(|f| &f.path)
-                    .or(failed.first().map(|f| &f.0));
-                tracing::error!(
-                    files = published.len() + failed.len(),
-                    first = %first.map(|p| p.display().to_string()).unwrap_or_default(),
-                    "cannot record published files, retrying (is the state disk full?): {e}"
-                );
-            }
-            Ok(Err(_)) => {}
-            Err(e) => {
-                tracing::error!("ledger task failed: {e}");
-                return;
-            }
-        }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(5));
     }
 }
 
@@ -339,12 +295,10 @@ async fn delete(shared: &Shared, path: PathBuf) {
     )
     .await;
     let (result, attempts) = (done.result, done.attempts);
-    let ledger = shared.ledger.clone();
-    let recorded_path = path.clone();
-    let recorded = match result {
+    match result {
         Ok(()) => {
             DeletedFromRemote { path: &path }.emit(&shared.stats);
-            tokio::task::spawn_blocking(move || ledger.forget(&recorded_path)).await
+            shared.ledger.forget(&path).await;
         }
         Err(e) => {
             UploadFailed {
@@ -357,14 +311,8 @@ async fn delete(shared: &Shared, path: PathBuf) {
             // The entry keeps the hash of the remote copy, so the next look at the missing file
             // (a retry round, a rescan) deletes it again instead of forgetting it.
             let error = format!("delete failed: {e}");
-            tokio::task::spawn_blocking(move || {
-                ledger.record_failure(&recorded_path, &error, attempts)
-            })
-            .await
+            shared.ledger.record_failure(&path, &error, attempts).await;
         }
-    };
-    if let Ok(Err(e)) = recorded {
-        tracing::error!("{e}");
     }
     shared.tracker.complete(&path);
 }

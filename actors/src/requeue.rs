@@ -25,7 +25,7 @@ use tokio::sync::watch;
 use crate::debouncer::Debouncer;
 use crate::events::Cadence;
 use crate::fileinfo::FileMeta;
-use crate::ledger::{Ledger, LedgerEntry, LedgerError, PublishedFile};
+use crate::ledger::{Ledger, LedgerEntry, LedgerError, LedgerHandle, PublishedFile};
 use crate::messages::PathsTouched;
 use crate::remote::Remote;
 use crate::retry::{report, retry, RetryPolicy};
@@ -158,6 +158,7 @@ impl RequeueSettings {
 pub struct Requeue {
     settings: RequeueSettings,
     signals: Arc<FailureSignals>,
+    ledger: LedgerHandle,
     remote: Arc<dyn Remote>,
     debouncer: Addr<Debouncer>,
     delays: Box<dyn Iterator<Item = Duration>>,
@@ -181,6 +182,7 @@ impl Requeue {
         let delays = Box::new(settings.backoff().delays());
         Requeue {
             settings,
+            ledger: LedgerHandle::new(signals.clone(), stats.clone()),
             signals,
             remote,
             debouncer,
@@ -219,18 +221,12 @@ impl Requeue {
         if let Some(handle) = self.next_round.take() {
             ctx.cancel_future(handle);
         }
-        let (ledger, debouncer) = (self.signals.clone(), self.debouncer.clone());
+        let (ledger, debouncer) = (self.ledger.clone(), self.debouncer.clone());
         let work = async move {
-            let found = tokio::task::spawn_blocking(move || {
-                let mut paths = Vec::new();
-                let listed = ledger.for_each_failed(&mut |rel| paths.push(rel.to_path_buf()));
-                if let Err(e) = listed {
-                    tracing::warn!("{e}");
-                }
-                paths
-            })
-            .await
-            .unwrap_or_default();
+            let found = ledger.failed_paths().await.unwrap_or_else(|e| {
+                tracing::warn!("{e}");
+                Vec::new()
+            });
             let count = found.len();
             if count > 0 {
                 tracing::info!(

@@ -31,7 +31,7 @@ use crate::fileinfo::{
     hash_file, hash_stream, hash_stream_with_mark, is_gone, writers_known_open, ContentHash,
     FileMeta,
 };
-use crate::ledger::Ledger;
+use crate::ledger::LedgerHandle;
 use crate::messages::{PublishedVersion, TakeSnapshot, UploadJob, UploadSource};
 use crate::path_table::{Phase, Tracker};
 use crate::retry::{retry_adjusted, Retried, RetryPolicy};
@@ -257,7 +257,7 @@ pub struct SnapshotCopier {
     settings: SnapshotSettings,
     area: Arc<SnapshotArea>,
     tracker: Tracker,
-    ledger: Arc<dyn Ledger>,
+    ledger: LedgerHandle,
     upload_queue: async_channel::Sender<UploadJob>,
     stats: Arc<ActorStats>,
 }
@@ -270,7 +270,7 @@ impl SnapshotCopier {
         settings: SnapshotSettings,
         area: Arc<SnapshotArea>,
         tracker: Tracker,
-        ledger: Arc<dyn Ledger>,
+        ledger: LedgerHandle,
         upload_queue: async_channel::Sender<UploadJob>,
         stats: Arc<ActorStats>,
     ) -> Self {
@@ -408,14 +408,10 @@ impl SnapshotCopier {
                     error: &error,
                 }
                 .emit(&self.stats);
-                let ledger = self.ledger.clone();
-                let tracker = self.tracker.clone();
-                let path = msg.path;
-                let attempts = done.attempts;
-                tokio::task::spawn_blocking(move || {
-                    if let Err(e) = ledger.record_failure(&path, &error, attempts) {
-                        tracing::error!("{e}");
-                    }
+                let (ledger, tracker) = (self.ledger.clone(), self.tracker.clone());
+                let (path, attempts) = (msg.path, done.attempts);
+                actix::spawn(async move {
+                    ledger.record_failure(&path, &error, attempts).await;
                     tracker.complete(&path);
                 });
             }

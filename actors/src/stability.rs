@@ -25,7 +25,7 @@ use crate::confined::DropRoot;
 use crate::events::{InternalEvent, SkipReason, Skipped, WaitingForWriter};
 use crate::fileinfo::{writers_known_open, FileKind, FileMeta};
 use crate::globs::PathGlobs;
-use crate::ledger::{EntryStatus, Ledger, LedgerEntry};
+use crate::ledger::{EntryStatus, LedgerEntry, LedgerHandle};
 use crate::linker::Linker;
 use crate::messages::{
     CheckStability, PublishedVersion, TakeSnapshot, Unpublish, UploadJob, UploadSource,
@@ -70,7 +70,7 @@ struct Watched {
 pub struct StabilityChecker {
     settings: StabilitySettings,
     tracker: Tracker,
-    ledger: Arc<dyn Ledger>,
+    ledger: LedgerHandle,
     upload_queue: async_channel::Sender<UploadJob>,
     snapshot: Addr<SnapshotCopier>,
     linker: Addr<Linker>,
@@ -96,7 +96,7 @@ impl StabilityChecker {
     pub fn new(
         settings: StabilitySettings,
         tracker: Tracker,
-        ledger: Arc<dyn Ledger>,
+        ledger: LedgerHandle,
         upload_queue: async_channel::Sender<UploadJob>,
         snapshot: Addr<SnapshotCopier>,
         linker: Addr<Linker>,
@@ -122,7 +122,8 @@ impl StabilityChecker {
     fn look(&mut self, batch: Vec<Watched>, ctx: &mut Context<Self>) {
         let root = self.settings.root.clone();
         let max_wait = self.settings.max_wait;
-        let ledger = self.ledger.clone();
+        // One blocking task for the whole batch: it reads the ledger directly.
+        let ledger = self.ledger.blocking().clone();
         let stats = self.stats.clone();
         let work = tokio::task::spawn_blocking(move || {
             let started = Instant::now();
@@ -212,10 +213,8 @@ impl StabilityChecker {
                     Some(EntryStatus::Failed | EntryStatus::Pending) => {
                         let (ledger, tracker, path) =
                             (self.ledger.clone(), self.tracker.clone(), path.clone());
-                        tokio::task::spawn_blocking(move || {
-                            if let Err(e) = ledger.forget(&path) {
-                                tracing::warn!("{e}");
-                            }
+                        actix::spawn(async move {
+                            ledger.forget(&path).await;
                             tracker.complete(&path);
                         });
                     }
@@ -315,11 +314,7 @@ impl StabilityChecker {
             .emit(&self.stats);
         }
         let (ledger, path) = (self.ledger.clone(), watched.path.clone());
-        tokio::task::spawn_blocking(move || {
-            if let Err(e) = ledger.set_waiting_for_writer(&path, waiting) {
-                tracing::warn!("{e}");
-            }
-        });
+        actix::spawn(async move { ledger.set_waiting_for_writer(&path, waiting).await });
     }
 
     fn wait_window(&mut self, watched: Watched) {

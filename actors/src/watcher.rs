@@ -33,7 +33,7 @@ use crate::confined::{refusal, DropRoot};
 use crate::debouncer::Debouncer;
 use crate::events::{InternalEvent, RescanFinished, RescanStarted};
 use crate::fileinfo::{is_gone, FileKind, FileMeta};
-use crate::ledger::Ledger;
+use crate::ledger::{Ledger, LedgerHandle};
 use crate::messages::{PathsTouched, StopWatching};
 use crate::stats::ActorStats;
 
@@ -169,7 +169,7 @@ type SharedNotify = Arc<Mutex<notify::RecommendedWatcher>>;
 
 pub struct Watcher {
     settings: Arc<WatchSettings>,
-    ledger: Arc<dyn Ledger>,
+    ledger: LedgerHandle,
     debouncer: Addr<Debouncer>,
     notify: Option<SharedNotify>,
     tx: tokio::sync::mpsc::Sender<WatchInput>,
@@ -185,7 +185,7 @@ pub struct Watcher {
 impl Watcher {
     pub fn new(
         settings: WatchSettings,
-        ledger: Arc<dyn Ledger>,
+        ledger: LedgerHandle,
         debouncer: Addr<Debouncer>,
         stats: Arc<ActorStats>,
     ) -> Result<Self, notify::Error> {
@@ -258,7 +258,7 @@ impl Watcher {
         let scan = Scan {
             progress: self.progress.clone(),
             settings: self.settings.clone(),
-            ledger: self.ledger.clone(),
+            ledger: self.ledger.blocking().clone(),
             notify: self.notify.clone(),
             tx: self.tx.clone(),
             stats: self.stats.clone(),
@@ -468,6 +468,7 @@ fn vanished(e: &notify::Error) -> bool {
 struct Scan {
     progress: Arc<ScanProgress>,
     settings: Arc<WatchSettings>,
+    /// Read directly: the scan runs in a blocking task.
     ledger: Arc<dyn Ledger>,
     notify: Option<SharedNotify>,
     tx: tokio::sync::mpsc::Sender<WatchInput>,
