@@ -249,9 +249,12 @@ impl Pipeline {
     pub fn log_summary(&self) {
         use std::sync::atomic::Ordering::Relaxed;
         let (mut uploaded_files, mut uploaded_bytes, mut errors, mut published) = (0, 0, 0, 0);
+        let (mut deleted, mut retries) = (0, 0);
         for s in &self.stats {
             s.log("summary");
             errors += s.errors.load(Relaxed);
+            deleted += s.deleted.load(Relaxed);
+            retries += s.retries.load(Relaxed);
             if s.actor.starts_with("slot-") {
                 uploaded_files += s.files.load(Relaxed);
                 uploaded_bytes += s.bytes.load(Relaxed);
@@ -266,6 +269,8 @@ impl Pipeline {
             uploaded_files,
             uploaded_bytes,
             published,
+            deleted,
+            retries,
             errors,
             "summary"
         );
