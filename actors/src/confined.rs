@@ -175,6 +175,8 @@ pub struct Listed {
     pub kind: FileKind,
 }
 
+// The casts are no-ops on 64-bit Linux only: `st_mtime` and `st_ino` are narrower elsewhere.
+#[allow(clippy::unnecessary_cast)]
 fn kind_of_stat(st: &rustix::fs::Stat) -> FileKind {
     use rustix::fs::FileType;
     match FileType::from_raw_mode(st.st_mode) {
