@@ -224,7 +224,7 @@ async fn publish_run(shared: &Shared, run: Vec<Publish>) {
             Err(transient)
         }
     };
-    let done = retry(
+    let retried = retry(
         &shared.settings.retry,
         attempt,
         |_| true,
@@ -244,7 +244,7 @@ async fn publish_run(shared: &Shared, run: Vec<Publish>) {
     )
     .await;
     // What still waits ran out of attempts; `waiting` and the errors are in the same order.
-    if let Err(errors) = done.result {
+    if let Err(errors) = retried.result {
         for ((p, attempts), (_, e)) in waiting.take().into_iter().zip(errors) {
             shared.remote.discard(&p.path, p.staged).await;
             failed.borrow_mut().push((p.path, e.to_string(), attempts));
