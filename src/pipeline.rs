@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use anyhow::Context as _;
 use dropslot_actors::debouncer::{DebounceSettings, Debouncer};
-use dropslot_actors::ledger::Ledger;
+use dropslot_actors::ledger::{Ledger, LedgerHandle};
 use dropslot_actors::linker::{Linker, LinkerSettings};
-use dropslot_actors::mailbox::{Mailbox, Tracker};
 use dropslot_actors::messages::{StopWatching, UploadJob};
+use dropslot_actors::path_table::{PathTable, Tracker};
 use dropslot_actors::remote::Remote;
 use dropslot_actors::requeue::{FailureSignals, Requeue, RequeueSettings};
 use dropslot_actors::retry::RetryPolicy;
@@ -31,7 +31,7 @@ pub struct Pipeline {
     /// Kept so the actor lives as long as the pipeline; `None` if `upload.retry_failed_after`
     /// is zero.
     _requeue: Option<Addr<Requeue>>,
-    mailbox: Arc<Mailbox>,
+    paths: Arc<PathTable>,
     progress: Arc<ScanProgress>,
     upload_queue: async_channel::Sender<UploadJob>,
     stats: Vec<Arc<ActorStats>>,
@@ -55,20 +55,22 @@ impl Pipeline {
         // end without any stage knowing about it.
         let signals = Arc::new(FailureSignals::new(ledger, &retry));
         let ledger: Arc<dyn Ledger> = signals.clone();
-        let mailbox = Arc::new(Mailbox::new());
+        let paths = Arc::new(PathTable::new());
         let mut stats = Vec::new();
+        // Each actor's stats, and the ledger as that actor uses it (its retries count there).
         let mut new_stats = |name: String| {
             let s = ActorStats::new(name);
             stats.push(s.clone());
-            s
+            (LedgerHandle::new(ledger.clone(), s.clone()), s)
         };
 
         // The debouncer's address is needed by every later stage before it can itself start
         // (it needs the stability checker's), so its context is made first.
         let debouncer_ctx = Context::<Debouncer>::new();
-        let tracker = Tracker::new(mailbox.clone(), debouncer_ctx.address().recipient());
+        let tracker = Tracker::new(paths.clone(), debouncer_ctx.address().recipient());
         let (upload_tx, upload_rx) = async_channel::unbounded::<UploadJob>();
 
+        let (linker_ledger, linker_stats) = new_stats("linker".into());
         let linker = Linker::new(
             LinkerSettings {
                 batch_size: settings.linker.batch_size,
@@ -77,9 +79,9 @@ impl Pipeline {
                 log_interval,
             },
             remote.clone(),
-            ledger.clone(),
+            linker_ledger,
             tracker.clone(),
-            new_stats("linker".into()),
+            linker_stats,
         )
         .start();
 
@@ -92,6 +94,7 @@ impl Pipeline {
                     )
                 })?,
         );
+        let (snapshot_ledger, snapshot_stats) = new_stats("snapshot".into());
         let snapshot = SnapshotCopier::new(
             SnapshotSettings {
                 root: settings.drop_root(),
@@ -100,21 +103,21 @@ impl Pipeline {
             },
             snapshots.clone(),
             tracker.clone(),
-            ledger.clone(),
+            snapshot_ledger,
             upload_tx.clone(),
-            new_stats("snapshot".into()),
+            snapshot_stats,
         )
         .start();
 
         let requeue_remote = remote.clone();
         let deps = Arc::new(SlotDeps {
             remote,
-            ledger: ledger.clone(),
             tracker: tracker.clone(),
             linker: linker.clone(),
             snapshots,
         });
         for slot in 0..settings.upload.slots {
+            let (slot_ledger, slot_stats) = new_stats(format!("slot-{slot}"));
             UploadSlot::new(
                 SlotSettings {
                     root: settings.drop_root(),
@@ -123,11 +126,13 @@ impl Pipeline {
                 },
                 deps.clone(),
                 upload_rx.clone(),
-                new_stats(format!("slot-{slot}")),
+                slot_ledger,
+                slot_stats,
             )
             .start();
         }
 
+        let (stability_ledger, stability_stats) = new_stats("stability".into());
         let stability = StabilityChecker::new(
             StabilitySettings {
                 root: settings.drop_root(),
@@ -141,11 +146,11 @@ impl Pipeline {
                 log_interval,
             },
             tracker,
-            ledger.clone(),
+            stability_ledger,
             upload_tx.clone(),
             snapshot,
             linker,
-            new_stats("stability".into()),
+            stability_stats,
         )
         .start();
 
@@ -155,9 +160,9 @@ impl Pipeline {
                 max_wait: settings.stability.max_wait,
                 log_interval,
             },
-            mailbox.clone(),
+            paths.clone(),
             stability,
-            new_stats("debouncer".into()),
+            new_stats("debouncer".into()).1,
         ));
 
         let requeue = (!settings.upload.retry_failed_after.is_zero()).then(|| {
@@ -169,10 +174,12 @@ impl Pipeline {
                 signals,
                 requeue_remote,
                 debouncer.clone(),
+                new_stats("requeue".into()).1,
             )
             .start()
         });
 
+        let (watcher_ledger, watcher_stats) = new_stats("watcher".into());
         let watcher = Watcher::new(
             WatchSettings {
                 root,
@@ -184,9 +191,9 @@ impl Pipeline {
                     .then_some(settings.watch.poll_interval),
                 log_interval,
             },
-            ledger,
+            watcher_ledger,
             debouncer,
-            new_stats("watcher".into()),
+            watcher_stats,
         )
         .context("cannot start the file-system watcher (inotify)")?;
         let progress = watcher.progress();
@@ -195,7 +202,7 @@ impl Pipeline {
         Ok(Pipeline {
             watcher,
             _requeue: requeue,
-            mailbox,
+            paths,
             progress,
             upload_queue: upload_tx,
             stats,
@@ -204,7 +211,7 @@ impl Pipeline {
 
     /// Nothing is being scanned and no path has work anywhere in the pipeline.
     pub fn is_idle(&self) -> bool {
-        !self.progress.is_scanning() && self.mailbox.is_empty()
+        !self.progress.is_scanning() && self.paths.is_empty()
     }
 
     pub fn drop_folder_missing(&self) -> bool {
@@ -222,12 +229,12 @@ impl Pipeline {
     /// summary. What was still waiting is found again by the next start-up scan.
     pub async fn shutdown(self, timeout: Duration) {
         self.watcher.do_send(StopWatching);
-        self.mailbox.drain();
+        self.paths.drain();
         let deadline = Instant::now() + timeout;
-        while self.mailbox.in_transfer() > 0 && Instant::now() < deadline {
+        while self.paths.in_transfer() > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let unfinished = self.mailbox.in_transfer();
+        let unfinished = self.paths.in_transfer();
         if unfinished > 0 {
             tracing::warn!(
                 unfinished,
@@ -242,15 +249,18 @@ impl Pipeline {
     pub fn log_summary(&self) {
         use std::sync::atomic::Ordering::Relaxed;
         let (mut uploaded_files, mut uploaded_bytes, mut errors, mut published) = (0, 0, 0, 0);
+        let (mut deleted, mut retries) = (0, 0);
         for s in &self.stats {
             s.log("summary");
             errors += s.errors.load(Relaxed);
+            deleted += s.deleted.load(Relaxed);
+            retries += s.retries.load(Relaxed);
             if s.actor.starts_with("slot-") {
                 uploaded_files += s.files.load(Relaxed);
                 uploaded_bytes += s.bytes.load(Relaxed);
-            } else if s.actor == "linker" {
-                published = s.msgs_out.load(Relaxed);
             }
+            // Publishes only: the linker's deletes and its messages out are other numbers.
+            published += s.published.load(Relaxed);
         }
         tracing::info!(
             target: "dropslot::metrics",
@@ -259,6 +269,8 @@ impl Pipeline {
             uploaded_files,
             uploaded_bytes,
             published,
+            deleted,
+            retries,
             errors,
             "summary"
         );

@@ -175,14 +175,16 @@ pub struct Listed {
     pub kind: FileKind,
 }
 
+// The casts are no-ops on 64-bit Linux only: `st_mtime` and `st_ino` are narrower elsewhere.
+#[allow(clippy::unnecessary_cast)]
 fn kind_of_stat(st: &rustix::fs::Stat) -> FileKind {
     use rustix::fs::FileType;
     match FileType::from_raw_mode(st.st_mode) {
         FileType::RegularFile => FileKind::Regular(FileMeta {
             size: st.st_size as u64,
-            mtime_ns: st.st_mtime * 1_000_000_000 + st.st_mtime_nsec as i64,
-            ctime_ns: st.st_ctime * 1_000_000_000 + st.st_ctime_nsec as i64,
-            inode: st.st_ino,
+            mtime_ns: st.st_mtime as i64 * 1_000_000_000 + st.st_mtime_nsec as i64,
+            ctime_ns: st.st_ctime as i64 * 1_000_000_000 + st.st_ctime_nsec as i64,
+            inode: st.st_ino as u64,
         }),
         FileType::Directory => FileKind::Directory,
         FileType::Symlink => FileKind::Symlink,

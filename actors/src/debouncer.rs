@@ -1,6 +1,6 @@
 //! The debouncer: holds each touched path until it has been quiet for `debounce.quiet`, then
 //! releases it to the stability checker. Owns the timers; the per-path state lives in the shared
-//! [`Mailbox`], where a thousand events for one path are one entry. It does not look at files.
+//! [`PathTable`], where a thousand events for one path are one entry. It does not look at files.
 //!
 //! A path that keeps changing is released anyway once it has waited `stability.max_wait`, so a
 //! file that never goes quiet still reaches the snapshot copier. Timers sit in one deadline heap
@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use crate::mailbox::{Mailbox, Next, Release};
 use crate::messages::{Candidate, CheckStability, PathsTouched, Redebounce};
+use crate::path_table::{Next, PathTable, Release};
 use crate::stability::StabilityChecker;
 use crate::stats::ActorStats;
 use crate::wakeup::Wakeup;
@@ -31,7 +31,7 @@ pub struct DebounceSettings {
 
 pub struct Debouncer {
     settings: DebounceSettings,
-    mailbox: Arc<Mailbox>,
+    paths: Arc<PathTable>,
     stability: Addr<StabilityChecker>,
     timers: BinaryHeap<Reverse<(Instant, PathBuf)>>,
     wakeup: Wakeup,
@@ -41,13 +41,13 @@ pub struct Debouncer {
 impl Debouncer {
     pub fn new(
         settings: DebounceSettings,
-        mailbox: Arc<Mailbox>,
+        paths: Arc<PathTable>,
         stability: Addr<StabilityChecker>,
         stats: Arc<ActorStats>,
     ) -> Self {
         Debouncer {
             settings,
-            mailbox,
+            paths,
             stability,
             timers: BinaryHeap::new(),
             wakeup: Wakeup::default(),
@@ -84,7 +84,7 @@ impl Debouncer {
             }
             let Reverse((_, path)) = self.timers.pop().expect("peeked");
             match self
-                .mailbox
+                .paths
                 .try_release(&path, self.settings.quiet, self.settings.max_wait, now)
             {
                 Release::Stale => {}
@@ -118,7 +118,7 @@ impl Handler<PathsTouched> for Debouncer {
         let now = Instant::now();
         self.stats.received(msg.0.len());
         for path in msg.0 {
-            if self.mailbox.touch(&path, now) == Next::Debounce {
+            if self.paths.touch(&path, now) == Next::Debounce {
                 self.arm(path, now);
             }
         }

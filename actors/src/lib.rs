@@ -1,7 +1,7 @@
 //! dropslot's upload pipeline as actix actors.
 //!
 //! This crate owns the pipeline: the messages between the actors ([`messages`]), one module per
-//! actor, the per-path mailbox that merges events ([`mailbox`]), and the two small traits the
+//! actor, the per-path table that merges events ([`path_table`]), and the two small traits the
 //! pipeline needs from outside: where files go ([`remote::Remote`]) and what was already sent
 //! ([`ledger::Ledger`]). It knows nothing of S3, Tahoe, SQLite, configuration files or the CLI:
 //! the `dropslot` crate implements the traits and wires the actors together.
@@ -12,12 +12,13 @@
 
 pub mod confined;
 pub mod debouncer;
+pub mod events;
 pub mod fileinfo;
 pub mod globs;
 pub mod ledger;
 pub mod linker;
-pub mod mailbox;
 pub mod messages;
+pub mod path_table;
 pub mod remote;
 pub mod requeue;
 pub mod retry;

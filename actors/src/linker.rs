@@ -5,6 +5,7 @@
 //! [`Remote::confirm`]) does it record the result in the ledger. It owns batching and
 //! per-directory ordering; it does not move file content.
 
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,11 +13,15 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use crate::ledger::{Ledger, PublishedFile};
-use crate::mailbox::Tracker;
+use crate::events::{
+    Cadence, DeletedFromRemote, FailedStep, FilePublished, InternalEvent, RetryScheduled,
+    UploadFailed,
+};
+use crate::ledger::{LedgerHandle, PublishedFile};
 use crate::messages::{Publish, Unpublish};
+use crate::path_table::Tracker;
 use crate::remote::{PublishItem, Remote, RemoteError, RemoteRef};
-use crate::retry::RetryPolicy;
+use crate::retry::{report, retry, RetryPolicy};
 use crate::stats::ActorStats;
 
 #[derive(Clone, Debug)]
@@ -37,7 +42,7 @@ enum Change {
 struct Shared {
     settings: LinkerSettings,
     remote: Arc<dyn Remote>,
-    ledger: Arc<dyn Ledger>,
+    ledger: LedgerHandle,
     tracker: Tracker,
     stats: Arc<ActorStats>,
 }
@@ -55,7 +60,7 @@ impl Linker {
     pub fn new(
         settings: LinkerSettings,
         remote: Arc<dyn Remote>,
-        ledger: Arc<dyn Ledger>,
+        ledger: LedgerHandle,
         tracker: Tracker,
         stats: Arc<ActorStats>,
     ) -> Self {
@@ -178,12 +183,13 @@ async fn publish_run(shared: &Shared, run: Vec<Publish>) {
     if run.is_empty() {
         return;
     }
-    let mut waiting: Vec<(Publish, u32)> = run.into_iter().map(|p| (p, 0)).collect();
-    let mut delays = shared.settings.retry.delays();
-    let mut published = Vec::new();
-    let mut failed: Vec<(PathBuf, String, u32)> = Vec::new();
-    while !waiting.is_empty() {
-        let items: Vec<PublishItem> = waiting
+    // Each attempt publishes what is still waiting; only transient failures wait for the next.
+    let waiting = RefCell::new(run.into_iter().map(|p| (p, 0u32)).collect::<Vec<_>>());
+    let published = RefCell::new(Vec::new());
+    let failed: RefCell<Vec<(PathBuf, String, u32)>> = RefCell::new(Vec::new());
+    let attempt = || async {
+        let batch = waiting.take();
+        let items: Vec<PublishItem> = batch
             .iter()
             .map(|(p, _)| PublishItem {
                 path: p.path.clone(),
@@ -194,44 +200,84 @@ async fn publish_run(shared: &Shared, run: Vec<Publish>) {
             .collect();
         let results = shared.remote.publish(items.clone()).await;
         let results = confirmed(&*shared.remote, &items, results).await;
-        let delay = delays.next();
-        let mut retry = Vec::new();
-        for ((p, attempts), result) in waiting.into_iter().zip(results) {
+        let mut transient = Vec::new();
+        for ((p, attempts), result) in batch.into_iter().zip(results) {
             let attempts = attempts + 1;
             match result {
-                Ok(remote_ref) => published.push(PublishedFile {
+                Ok(remote_ref) => published.borrow_mut().push(PublishedFile {
                     path: p.path,
                     meta: p.meta,
                     sha256: p.sha256,
                     remote_ref: remote_ref.0,
                 }),
-                Err(e) if e.is_transient() && delay.is_some() => {
-                    tracing::warn!(path = %p.path.display(), "publishing failed, retrying: {e}");
-                    retry.push((p, attempts));
+                Err(e) if e.is_transient() => {
+                    transient.push((p.path.clone(), e));
+                    waiting.borrow_mut().push((p, attempts));
                 }
                 Err(e) => {
                     shared.remote.discard(&p.path, p.staged).await;
-                    failed.push((p.path, e.to_string(), attempts));
+                    failed.borrow_mut().push((p.path, e.to_string(), attempts));
                 }
             }
         }
-        waiting = retry;
-        if let (false, Some(delay)) = (waiting.is_empty(), delay) {
-            tokio::time::sleep(delay).await;
+        if transient.is_empty() {
+            Ok(())
+        } else {
+            Err(transient)
+        }
+    };
+    let retried = retry(
+        &shared.settings.retry,
+        attempt,
+        |_| true,
+        |errors: &Vec<(PathBuf, RemoteError)>, attempt, delay| {
+            for (path, error) in errors {
+                RetryScheduled {
+                    what: "publishing failed",
+                    path,
+                    attempt,
+                    delay,
+                    error,
+                    cadence: Cadence::Each,
+                }
+                .emit(&shared.stats);
+            }
+        },
+    )
+    .await;
+    // What still waits ran out of attempts; `waiting` and the errors are in the same order.
+    if let Err(errors) = retried.result {
+        for ((p, attempts), (_, e)) in waiting.take().into_iter().zip(errors) {
+            shared.remote.discard(&p.path, p.staged).await;
+            failed.borrow_mut().push((p.path, e.to_string(), attempts));
         }
     }
-    shared.stats.sent(published.len());
-    let ledger = shared.ledger.clone();
+    let (published, failed) = (published.into_inner(), failed.into_inner());
+    for file in &published {
+        FilePublished {
+            path: &file.path,
+            remote_ref: &file.remote_ref,
+        }
+        .emit(&shared.stats);
+    }
     let paths: Vec<PathBuf> = published.iter().map(|f| f.path.clone()).collect();
-    for (path, error, _) in &failed {
-        shared.stats.error();
-        tracing::error!(path = %path.display(), "publishing failed: {error}");
+    for (path, error, attempts) in &failed {
+        UploadFailed {
+            step: FailedStep::Publish,
+            path,
+            attempts: *attempts,
+            error,
+        }
+        .emit(&shared.stats);
     }
     let done: Vec<PathBuf> = paths
         .into_iter()
         .chain(failed.iter().map(|(path, ..)| path.clone()))
         .collect();
-    record_until_it_works(ledger, published, failed).await;
+    // The files are on the remote already: the ledger's write policy waits for a ledger that
+    // cannot be written (a full state disk) rather than skipping the record, which would leave
+    // them to be sent again at the next start. The directory's next batch waits meanwhile.
+    shared.ledger.record_outcome(published, failed).await;
     for path in done {
         shared.tracker.complete(&path);
     }
@@ -268,87 +314,38 @@ async fn confirmed(
         .collect()
 }
 
-/// Records a batch's outcome. The files are on the remote already, so a ledger that cannot be
-/// written (a full state disk) is waited for rather than skipped: skipping would leave them
-/// unrecorded until the next restart re-sends them. The directory's next batch waits meanwhile.
-async fn record_until_it_works(
-    ledger: Arc<dyn Ledger>,
-    published: Vec<PublishedFile>,
-    failed: Vec<(PathBuf, String, u32)>,
-) {
-    let batch = Arc::new((published, failed));
-    let mut delay = Duration::from_millis(100);
-    for round in 0u32.. {
-        let (ledger, shared_batch) = (ledger.clone(), batch.clone());
-        let recorded = tokio::task::spawn_blocking(move || {
-            let (published, failed) = &*shared_batch;
-            ledger.record_published(published)?;
-            for (path, error, attempts) in failed {
-                ledger.record_failure(path, error, *attempts)?;
-            }
-            Ok::<_, crate::ledger::LedgerError>(())
-        })
-        .await;
-        match recorded {
-            Ok(Ok(())) => return,
-            Ok(Err(e)) if round % 10 == 0 => {
-                let (published, failed) = &*batch;
-                let first = published
-                    .first()
-                    .map(|f| &f.path)
-                    .or(failed.first().map(|f| &f.0));
-                tracing::error!(
-                    files = published.len() + failed.len(),
-                    first = %first.map(|p| p.display().to_string()).unwrap_or_default(),
-                    "cannot record published files, retrying (is the state disk full?): {e}"
-                );
-            }
-            Ok(Err(_)) => {}
-            Err(e) => {
-                tracing::error!("ledger task failed: {e}");
-                return;
-            }
-        }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(5));
-    }
-}
-
 async fn delete(shared: &Shared, path: PathBuf) {
-    let mut delays = shared.settings.retry.delays();
-    let mut attempts = 0;
-    let result: Result<(), RemoteError> = loop {
-        attempts += 1;
-        match shared.remote.delete(&path).await {
-            Err(e) if e.is_transient() => match delays.next() {
-                Some(delay) => tokio::time::sleep(delay).await,
-                None => break Err(e),
-            },
-            other => break other,
-        }
-    };
-    let ledger = shared.ledger.clone();
-    let recorded_path = path.clone();
-    let recorded = match result {
+    let done = retry(
+        &shared.settings.retry,
+        || shared.remote.delete(&path),
+        RemoteError::is_transient,
+        report(
+            &shared.stats,
+            "deleting from the remote failed",
+            &path,
+            Cadence::Each,
+        ),
+    )
+    .await;
+    let (result, attempts) = (done.result, done.attempts);
+    match result {
         Ok(()) => {
-            tracing::info!(path = %path.display(), "deleted from the remote");
-            shared.stats.sent(1);
-            tokio::task::spawn_blocking(move || ledger.forget(&recorded_path)).await
+            DeletedFromRemote { path: &path }.emit(&shared.stats);
+            shared.ledger.forget(&path).await;
         }
         Err(e) => {
-            shared.stats.error();
-            tracing::error!(path = %path.display(), attempts, "deleting from the remote failed: {e}");
+            UploadFailed {
+                step: FailedStep::Delete,
+                path: &path,
+                attempts,
+                error: &e,
+            }
+            .emit(&shared.stats);
             // The entry keeps the hash of the remote copy, so the next look at the missing file
             // (a retry round, a rescan) deletes it again instead of forgetting it.
             let error = format!("delete failed: {e}");
-            tokio::task::spawn_blocking(move || {
-                ledger.record_failure(&recorded_path, &error, attempts)
-            })
-            .await
+            shared.ledger.record_failure(&path, &error, attempts).await;
         }
-    };
-    if let Ok(Err(e)) = recorded {
-        tracing::error!("{e}");
     }
     shared.tracker.complete(&path);
 }

@@ -3,7 +3,7 @@
 //!
 //! Between actors, every queue either applies backpressure (the watcher awaits the debouncer) or
 //! holds at most one item per path (everything after the debouncer, enforced by the
-//! [`crate::mailbox::Mailbox`]), so a burst of events cannot grow memory without bound even where
+//! [`crate::path_table::PathTable`]), so a burst of events cannot grow memory without bound even where
 //! `do_send` is used.
 
 use std::path::PathBuf;
@@ -19,7 +19,7 @@ use crate::remote::Staged;
 #[rtype(result = "()")]
 pub struct PathsTouched(pub Vec<PathBuf>);
 
-/// Any stage → debouncer: these paths re-entered debouncing in the mailbox; start their timers.
+/// Any stage → debouncer: these paths re-entered debouncing in the path table; start their timers.
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
 pub struct Redebounce(pub Vec<PathBuf>);
@@ -49,7 +49,6 @@ pub struct PublishedVersion {
 #[rtype(result = "()")]
 pub struct TakeSnapshot {
     pub path: PathBuf,
-    pub attempt: u32,
     pub published: Option<PublishedVersion>,
     /// The file is a log (`stability.logs`) held open by its writer: copy the prefix written so
     /// far, provided the published version is still its beginning.
@@ -60,7 +59,7 @@ pub struct TakeSnapshot {
 #[derive(Debug)]
 pub struct UploadJob {
     pub path: PathBuf,
-    /// The mailbox version when queued: a newer event makes the job stale.
+    /// The path-table version when queued: a newer event makes the job stale.
     pub version: u64,
     /// The source file's metadata when it was found stable (or when the snapshot was taken).
     pub meta: FileMeta,

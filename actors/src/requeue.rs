@@ -23,11 +23,13 @@ use futures_util::StreamExt;
 use tokio::sync::watch;
 
 use crate::debouncer::Debouncer;
+use crate::events::Cadence;
 use crate::fileinfo::FileMeta;
-use crate::ledger::{Ledger, LedgerEntry, LedgerError, PublishedFile};
+use crate::ledger::{Ledger, LedgerEntry, LedgerError, LedgerHandle, PublishedFile};
 use crate::messages::PathsTouched;
 use crate::remote::Remote;
-use crate::retry::RetryPolicy;
+use crate::retry::{report, retry, RetryPolicy};
+use crate::stats::ActorStats;
 
 /// Paths handed to the debouncer per message, as the watcher does.
 const BATCH: usize = 512;
@@ -148,20 +150,15 @@ impl RequeueSettings {
         }
     }
 
-    fn probe_delays(&self) -> Box<dyn Iterator<Item = Duration>> {
-        Box::new(
-            RetryPolicy {
-                max_attempts: u32::MAX,
-                ..self.probe.clone()
-            }
-            .delays(),
-        )
+    fn probe_until_it_answers(&self) -> RetryPolicy {
+        RetryPolicy::forever(self.probe.initial, self.probe.max)
     }
 }
 
 pub struct Requeue {
     settings: RequeueSettings,
     signals: Arc<FailureSignals>,
+    ledger: LedgerHandle,
     remote: Arc<dyn Remote>,
     debouncer: Addr<Debouncer>,
     delays: Box<dyn Iterator<Item = Duration>>,
@@ -169,8 +166,9 @@ pub struct Requeue {
     running: bool,
     /// Asked for while a round ran: one more follows it at once.
     again: bool,
-    /// During an outage: the delays between probes.
-    probing: Option<Box<dyn Iterator<Item = Duration>>>,
+    /// During an outage: the probe running.
+    probing: Option<SpawnHandle>,
+    stats: Arc<ActorStats>,
 }
 
 impl Requeue {
@@ -179,10 +177,12 @@ impl Requeue {
         signals: Arc<FailureSignals>,
         remote: Arc<dyn Remote>,
         debouncer: Addr<Debouncer>,
+        stats: Arc<ActorStats>,
     ) -> Self {
         let delays = Box::new(settings.backoff().delays());
         Requeue {
             settings,
+            ledger: LedgerHandle::new(signals.clone(), stats.clone()),
             signals,
             remote,
             debouncer,
@@ -191,6 +191,7 @@ impl Requeue {
             running: false,
             again: false,
             probing: None,
+            stats,
         }
     }
 
@@ -220,18 +221,12 @@ impl Requeue {
         if let Some(handle) = self.next_round.take() {
             ctx.cancel_future(handle);
         }
-        let (ledger, debouncer) = (self.signals.clone(), self.debouncer.clone());
+        let (ledger, debouncer) = (self.ledger.clone(), self.debouncer.clone());
         let work = async move {
-            let found = tokio::task::spawn_blocking(move || {
-                let mut paths = Vec::new();
-                let listed = ledger.for_each_failed(&mut |rel| paths.push(rel.to_path_buf()));
-                if let Err(e) = listed {
-                    tracing::warn!("{e}");
-                }
-                paths
-            })
-            .await
-            .unwrap_or_default();
+            let found = ledger.failed_paths().await.unwrap_or_else(|e| {
+                tracing::warn!("{e}");
+                Vec::new()
+            });
             let count = found.len();
             if count > 0 {
                 tracing::info!(
@@ -261,30 +256,33 @@ impl Requeue {
         }));
     }
 
-    /// Waits the next probe delay, then asks the remote's `check`; an answer ends the outage.
-    fn probe_later(&mut self, ctx: &mut Context<Self>) {
-        let Some(delay) = self.probing.as_mut().and_then(Iterator::next) else {
-            return;
+    /// Asks the remote's `check`, after one probe delay and then on the probe schedule, until
+    /// it answers; the answer ends the outage. A publish that ends it first cancels the probe.
+    fn start_probing(&mut self, ctx: &mut Context<Self>) {
+        let (remote, stats) = (self.remote.clone(), self.stats.clone());
+        let policy = self.settings.probe_until_it_answers();
+        let probe = async move {
+            tokio::time::sleep(policy.initial).await;
+            retry(
+                &policy,
+                || remote.check(),
+                |_| true,
+                report(
+                    &stats,
+                    "the remote does not answer yet",
+                    Path::new(""),
+                    Cadence::Quiet,
+                ),
+            )
+            .await
         };
-        ctx.run_later(delay, |act, ctx| {
-            if act.probing.is_none() {
-                return; // a publish ended the outage meanwhile
+        let handle = ctx.spawn(probe.into_actor(self).map(|done, act, _| {
+            act.probing = None;
+            if done.result.is_ok() {
+                act.signals.remote_answers();
             }
-            let remote = act.remote.clone();
-            let check = async move { remote.check().await };
-            ctx.spawn(check.into_actor(act).map(|answer, act, ctx| {
-                if act.probing.is_none() {
-                    return;
-                }
-                match answer {
-                    Ok(()) => act.signals.remote_answers(),
-                    Err(e) => {
-                        tracing::debug!("the remote does not answer yet: {e}");
-                        act.probe_later(ctx);
-                    }
-                }
-            }));
-        });
+        }));
+        self.probing = Some(handle);
     }
 }
 
@@ -313,11 +311,12 @@ impl StreamHandler<bool> for Requeue {
         if down {
             if self.probing.is_none() {
                 tracing::warn!("files ran out of retries while nothing could be published: the remote looks down; probing it until it answers");
-                self.probing = Some(self.settings.probe_delays());
-                self.probe_later(ctx);
+                self.start_probing(ctx);
             }
         } else {
-            self.probing = None;
+            if let Some(probe) = self.probing.take() {
+                ctx.cancel_future(probe);
+            }
             tracing::info!(
                 "the remote answers again; retrying the files whose retries ran out now"
             );

@@ -17,20 +17,24 @@
 use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
 use crate::confined::DropRoot;
+use crate::events::{
+    Cadence, FailedStep, InternalEvent, RetryScheduled, SnapshotTaken, UploadFailed,
+};
 use crate::fileinfo::{
     hash_file, hash_stream, hash_stream_with_mark, is_gone, writers_known_open, ContentHash,
     FileMeta,
 };
-use crate::ledger::Ledger;
-use crate::mailbox::{Phase, Tracker};
+use crate::ledger::LedgerHandle;
 use crate::messages::{PublishedVersion, TakeSnapshot, UploadJob, UploadSource};
+use crate::path_table::{Phase, Tracker};
+use crate::retry::{retry_adjusted, Retried, RetryPolicy};
 use crate::stats::ActorStats;
 
 /// The snapshot area: a directory and a byte budget shared with the upload slots, which release
@@ -256,13 +260,16 @@ enum SnapshotError {
 
 /// How soon a file open for writing is looked at again: quickly at first (most writers close
 /// within milliseconds), then every second for as long as the writer keeps it open.
-const WRITER_RECHECK: Duration = Duration::from_millis(20);
-const WRITER_RECHECK_MAX: Duration = Duration::from_secs(1);
+const WRITER_RECHECK: RetryPolicy =
+    RetryPolicy::forever(Duration::from_millis(20), Duration::from_secs(1));
+/// How soon a state disk that was full is tried again.
+const DISK_FULL_RECHECK: Duration = Duration::from_secs(1);
 
 #[derive(Clone, Debug)]
 pub struct SnapshotSettings {
     pub root: DropRoot,
-    /// First delay before taking a copy again; doubles up to a few seconds.
+    /// First delay before taking a copy again (torn, or no room in the area); doubles up to a
+    /// few seconds.
     pub retry_delay: Duration,
     pub log_interval: Duration,
 }
@@ -271,17 +278,20 @@ pub struct SnapshotCopier {
     settings: SnapshotSettings,
     area: Arc<SnapshotArea>,
     tracker: Tracker,
-    ledger: Arc<dyn Ledger>,
+    ledger: LedgerHandle,
     upload_queue: async_channel::Sender<UploadJob>,
     stats: Arc<ActorStats>,
 }
+
+/// A copy accepted: its file, content hash and the metadata it stands for.
+type Taken = (PathBuf, ContentHash, FileMeta);
 
 impl SnapshotCopier {
     pub fn new(
         settings: SnapshotSettings,
         area: Arc<SnapshotArea>,
         tracker: Tracker,
-        ledger: Arc<dyn Ledger>,
+        ledger: LedgerHandle,
         upload_queue: async_channel::Sender<UploadJob>,
         stats: Arc<ActorStats>,
     ) -> Self {
@@ -295,34 +305,100 @@ impl SnapshotCopier {
         }
     }
 
-    fn retry_later(&self, msg: TakeSnapshot, delay: Duration, ctx: &mut Context<Self>) {
-        ctx.notify_later(
-            TakeSnapshot {
-                attempt: msg.attempt + 1,
-                ..msg
-            },
-            delay,
-        );
+    /// Takes copies until one is coherent, the path leaves the snapshotting phase (`Ok(None)`),
+    /// or an error that waiting cannot cure. Runs beside the actor, which goes on taking other
+    /// files meanwhile; each copy is taken in a blocking task.
+    fn take_until_coherent(
+        &self,
+        msg: &TakeSnapshot,
+    ) -> impl std::future::Future<Output = Retried<Option<Taken>, SnapshotError>> + 'static {
+        let (area, tracker, stats) = (self.area.clone(), self.tracker.clone(), self.stats.clone());
+        let root = self.settings.root.clone();
+        let copy_retry = RetryPolicy::forever(self.settings.retry_delay, Duration::from_secs(5));
+        let (path, published) = (msg.path.clone(), msg.published);
+        let append_only = AtomicBool::new(msg.append_only);
+        async move {
+            let attempt = || async {
+                if tracker.paths.phase(&path) != Some(Phase::Snapshotting) {
+                    return Ok(None); // superseded or drained meanwhile
+                }
+                let (area, root, rel, stats) =
+                    (area.clone(), root.clone(), path.clone(), stats.clone());
+                let as_log = append_only.load(Ordering::Relaxed);
+                let taken = tokio::task::spawn_blocking(move || {
+                    let started = Instant::now();
+                    let result = area.take(&root, &rel, as_log, published);
+                    stats.busy_since(started);
+                    result
+                })
+                .await
+                .unwrap_or_else(|e| Err(SnapshotError::Io(io::Error::other(e))));
+                match taken {
+                    Ok(taken) => Ok(Some(taken)),
+                    // Not behaving like a log: like any other file, it waits for its writer to
+                    // close it.
+                    Err(SnapshotError::NotAppendOnly) => {
+                        tracing::info!(path = %path.display(), "the log's published beginning changed while it was held open; waiting for its writer to close it");
+                        append_only.store(false, Ordering::Relaxed);
+                        Err(SnapshotError::NotAppendOnly)
+                    }
+                    Err(e) => Err(e),
+                }
+            };
+            retry_adjusted(
+                &copy_retry,
+                attempt,
+                SnapshotError::is_worth_waiting_for,
+                |e, attempt, scheduled| match e {
+                    SnapshotError::WriterOpen => WRITER_RECHECK.delay_after(attempt),
+                    SnapshotError::NotAppendOnly => WRITER_RECHECK.initial,
+                    SnapshotError::Io(_) => DISK_FULL_RECHECK,
+                    _ => scheduled,
+                },
+                |e, attempt, delay| {
+                    let (what, cadence) = match e {
+                        SnapshotError::WriterOpen | SnapshotError::NotAppendOnly => {
+                            ("no snapshot yet", Cadence::Quiet)
+                        }
+                        SnapshotError::Io(_) => (
+                            "cannot take a snapshot (the state disk is full)",
+                            Cadence::Sparse,
+                        ),
+                        // A file that keeps changing: said every tenth time only.
+                        _ if attempt % 10 == 0 => ("still no coherent snapshot", Cadence::Each),
+                        _ => ("still no coherent snapshot", Cadence::Quiet),
+                    };
+                    RetryScheduled {
+                        what,
+                        path: &path,
+                        attempt,
+                        delay,
+                        error: e,
+                        cadence,
+                    }
+                    .emit(&stats)
+                },
+            )
+            .await
+        }
     }
 
-    fn finished(
-        &mut self,
-        msg: TakeSnapshot,
-        result: Result<(PathBuf, ContentHash, FileMeta), SnapshotError>,
-        ctx: &mut Context<Self>,
-    ) {
+    fn finished(&mut self, msg: TakeSnapshot, done: Retried<Option<Taken>, SnapshotError>) {
         let path = &msg.path;
-        match result {
-            Ok((file, sha256, meta)) => {
+        match done.result {
+            Ok(None) => {}
+            Ok(Some((file, sha256, meta))) => {
                 let job_version =
                     self.tracker
-                        .mailbox
+                        .paths
                         .queue_for_upload(path, Phase::Snapshotting, true);
                 match job_version {
                     Some(version) => {
-                        self.stats.sent(1);
-                        self.stats.files.fetch_add(1, Ordering::Relaxed);
-                        self.stats.bytes.fetch_add(meta.size, Ordering::Relaxed);
+                        SnapshotTaken {
+                            path,
+                            size: meta.size,
+                        }
+                        .emit(&self.stats);
                         let job = UploadJob {
                             path: msg.path,
                             version,
@@ -340,54 +416,41 @@ impl SnapshotCopier {
                     None => self.area.release(&file, meta.size),
                 }
             }
-            Err(SnapshotError::WriterOpen) => {
-                let delay = (WRITER_RECHECK * 2u32.saturating_pow(msg.attempt.min(6)))
-                    .min(WRITER_RECHECK_MAX);
-                self.retry_later(msg, delay, ctx)
-            }
-            // Not behaving like a log: like any other file, it waits for its writer to close.
-            Err(SnapshotError::NotAppendOnly) => {
-                tracing::info!(path = %path.display(), "the log's published beginning changed while it was held open; waiting for its writer to close it");
-                let msg = TakeSnapshot {
-                    append_only: false,
-                    ..msg
-                };
-                self.retry_later(msg, WRITER_RECHECK, ctx)
-            }
             // Only a partial line since the last publish: the next append or the close brings
             // the path back.
             Err(SnapshotError::NothingNew) => self.tracker.complete(path),
-            Err(SnapshotError::Changed) | Err(SnapshotError::NoRoomNow) => {
-                if msg.attempt > 0 && msg.attempt % 10 == 0 {
-                    tracing::warn!(path = %path.display(), attempts = msg.attempt, "still no coherent snapshot; retrying");
-                }
-                let backoff = (self.settings.retry_delay * 2u32.saturating_pow(msg.attempt.min(6)))
-                    .min(Duration::from_secs(5));
-                self.retry_later(msg, backoff, ctx);
-            }
             Err(SnapshotError::Io(e)) if is_gone(&e) => self.tracker.complete(path),
-            // The state disk is full: like a full budget, it may have room later.
-            Err(SnapshotError::Io(e)) if e.kind() == io::ErrorKind::StorageFull => {
-                if msg.attempt % 10 == 0 {
-                    tracing::error!(path = %path.display(), "cannot take a snapshot, retrying: {e} (the state disk is full)");
-                }
-                let delay = Duration::from_secs(1);
-                self.retry_later(msg, delay, ctx);
-            }
             Err(e) => {
-                self.stats.error();
                 let error = e.to_string();
-                tracing::error!(path = %path.display(), "cannot snapshot file: {error}");
-                let ledger = self.ledger.clone();
-                let tracker = self.tracker.clone();
-                let path = msg.path;
-                tokio::task::spawn_blocking(move || {
-                    if let Err(e) = ledger.record_failure(&path, &error, 1) {
-                        tracing::error!("{e}");
-                    }
+                UploadFailed {
+                    step: FailedStep::Snapshot,
+                    path,
+                    attempts: done.attempts,
+                    error: &error,
+                }
+                .emit(&self.stats);
+                let (ledger, tracker) = (self.ledger.clone(), self.tracker.clone());
+                let (path, attempts) = (msg.path, done.attempts);
+                actix::spawn(async move {
+                    ledger.record_failure(&path, &error, attempts).await;
                     tracker.complete(&path);
                 });
             }
+        }
+    }
+}
+
+impl SnapshotError {
+    /// Errors that a later copy may not have: a writer still holds the file, it changed during
+    /// the copy, the area or the state disk is full for now.
+    fn is_worth_waiting_for(&self) -> bool {
+        match self {
+            SnapshotError::WriterOpen
+            | SnapshotError::NotAppendOnly
+            | SnapshotError::Changed
+            | SnapshotError::NoRoomNow => true,
+            SnapshotError::Io(e) => e.kind() == io::ErrorKind::StorageFull,
+            SnapshotError::NothingNew | SnapshotError::NeverFits { .. } => false,
         }
     }
 }
@@ -408,23 +471,12 @@ impl Handler<TakeSnapshot> for SnapshotCopier {
 
     fn handle(&mut self, msg: TakeSnapshot, ctx: &mut Self::Context) {
         self.stats.received(1);
-        if self.tracker.mailbox.phase(&msg.path) != Some(Phase::Snapshotting) {
-            return;
-        }
-        let area = self.area.clone();
-        let root = self.settings.root.clone();
-        let (rel, append_only, published) = (msg.path.clone(), msg.append_only, msg.published);
-        let stats = self.stats.clone();
-        let work = tokio::task::spawn_blocking(move || {
-            let started = Instant::now();
-            let result = area.take(&root, &rel, append_only, published);
-            stats.busy_since(started);
-            result
-        });
-        ctx.spawn(work.into_actor(self).map(move |result, act, ctx| {
-            let result = result.unwrap_or_else(|e| Err(SnapshotError::Io(io::Error::other(e))));
-            act.finished(msg, result, ctx)
-        }));
+        let taking = self.take_until_coherent(&msg);
+        ctx.spawn(
+            taking
+                .into_actor(self)
+                .map(move |done, act, _| act.finished(msg, done)),
+        );
     }
 }
 

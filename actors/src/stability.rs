@@ -22,14 +22,15 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 
 use crate::confined::DropRoot;
+use crate::events::{InternalEvent, SkipReason, Skipped, WaitingForWriter};
 use crate::fileinfo::{writers_known_open, FileKind, FileMeta};
 use crate::globs::PathGlobs;
-use crate::ledger::{EntryStatus, Ledger, LedgerEntry};
+use crate::ledger::{EntryStatus, LedgerEntry, LedgerHandle};
 use crate::linker::Linker;
-use crate::mailbox::{Phase, Tracker};
 use crate::messages::{
     CheckStability, PublishedVersion, TakeSnapshot, Unpublish, UploadJob, UploadSource,
 };
+use crate::path_table::{Phase, Tracker};
 use crate::snapshot::SnapshotCopier;
 use crate::stats::ActorStats;
 use crate::wakeup::Wakeup;
@@ -69,7 +70,7 @@ struct Watched {
 pub struct StabilityChecker {
     settings: StabilitySettings,
     tracker: Tracker,
-    ledger: Arc<dyn Ledger>,
+    ledger: LedgerHandle,
     upload_queue: async_channel::Sender<UploadJob>,
     snapshot: Addr<SnapshotCopier>,
     linker: Addr<Linker>,
@@ -95,7 +96,7 @@ impl StabilityChecker {
     pub fn new(
         settings: StabilitySettings,
         tracker: Tracker,
-        ledger: Arc<dyn Ledger>,
+        ledger: LedgerHandle,
         upload_queue: async_channel::Sender<UploadJob>,
         snapshot: Addr<SnapshotCopier>,
         linker: Addr<Linker>,
@@ -121,7 +122,8 @@ impl StabilityChecker {
     fn look(&mut self, batch: Vec<Watched>, ctx: &mut Context<Self>) {
         let root = self.settings.root.clone();
         let max_wait = self.settings.max_wait;
-        let ledger = self.ledger.clone();
+        // One blocking task for the whole batch: it reads the ledger directly.
+        let ledger = self.ledger.blocking().clone();
         let stats = self.stats.clone();
         let work = tokio::task::spawn_blocking(move || {
             let started = Instant::now();
@@ -179,8 +181,11 @@ impl StabilityChecker {
         let path = &watched.path;
         match kind {
             Err(e) => {
-                self.stats.error();
-                tracing::warn!(path = %path.display(), "cannot look at file, skipping it: {e}");
+                Skipped {
+                    path,
+                    reason: SkipReason::Unreadable(&e),
+                }
+                .emit(&self.stats);
                 self.tracker.complete(path);
             }
             Ok(FileKind::Missing) => {
@@ -195,7 +200,7 @@ impl StabilityChecker {
                 match entry.map(with_copy).or(watched.ledger_status) {
                     Some(EntryStatus::Published)
                         if self.settings.on_delete == DeletePolicy::Delete
-                            && self.tracker.mailbox.advance(
+                            && self.tracker.paths.advance(
                                 path,
                                 Phase::Checking,
                                 Phase::Linking,
@@ -208,10 +213,8 @@ impl StabilityChecker {
                     Some(EntryStatus::Failed | EntryStatus::Pending) => {
                         let (ledger, tracker, path) =
                             (self.ledger.clone(), self.tracker.clone(), path.clone());
-                        tokio::task::spawn_blocking(move || {
-                            if let Err(e) = ledger.forget(&path) {
-                                tracing::warn!("{e}");
-                            }
+                        actix::spawn(async move {
+                            ledger.forget(&path).await;
                             tracker.complete(&path);
                         });
                     }
@@ -220,15 +223,27 @@ impl StabilityChecker {
             }
             Ok(FileKind::Directory) => self.tracker.complete(path), // the watcher walks directories
             Ok(FileKind::Symlink) => {
-                tracing::info!(path = %path.display(), "skipping symbolic link (links are not followed)");
+                Skipped {
+                    path,
+                    reason: SkipReason::Link,
+                }
+                .emit(&self.stats);
                 self.tracker.complete(path);
             }
             Ok(FileKind::Special(what)) => {
-                tracing::warn!(path = %path.display(), "skipping {what}: only regular files are uploaded");
+                Skipped {
+                    path,
+                    reason: SkipReason::Special(what),
+                }
+                .emit(&self.stats);
                 self.tracker.complete(path);
             }
             Ok(FileKind::Refused(why)) => {
-                tracing::warn!(path = %path.display(), "skipping: {why}");
+                Skipped {
+                    path,
+                    reason: SkipReason::Refused(&why),
+                }
+                .emit(&self.stats);
                 self.tracker.complete(path);
             }
             Ok(FileKind::Regular(meta)) => {
@@ -253,7 +268,7 @@ impl StabilityChecker {
                     Some(_) if max_wait_over => {
                         if self
                             .tracker
-                            .mailbox
+                            .paths
                             .advance(path, Phase::Checking, Phase::Snapshotting)
                         {
                             tracing::info!(path = %path.display(), log = is_log, "file keeps changing; taking a snapshot");
@@ -261,7 +276,6 @@ impl StabilityChecker {
                             self.stats.sent(1);
                             self.snapshot.do_send(TakeSnapshot {
                                 path: watched.path,
-                                attempt: 0,
                                 published: watched.published,
                                 append_only: is_log && writer_open,
                             });
@@ -294,14 +308,13 @@ impl StabilityChecker {
         }
         watched.waiting_for_writer = waiting;
         if waiting {
-            tracing::info!(path = %watched.path.display(), "open for writing by another process; waiting for it to close the file");
+            WaitingForWriter {
+                path: &watched.path,
+            }
+            .emit(&self.stats);
         }
         let (ledger, path) = (self.ledger.clone(), watched.path.clone());
-        tokio::task::spawn_blocking(move || {
-            if let Err(e) = ledger.set_waiting_for_writer(&path, waiting) {
-                tracing::warn!("{e}");
-            }
-        });
+        actix::spawn(async move { ledger.set_waiting_for_writer(&path, waiting).await });
     }
 
     fn wait_window(&mut self, watched: Watched) {
@@ -316,7 +329,7 @@ impl StabilityChecker {
     fn queue_upload(&mut self, path: PathBuf, meta: FileMeta, published: Option<PublishedVersion>) {
         let Some(version) = self
             .tracker
-            .mailbox
+            .paths
             .queue_for_upload(&path, Phase::Checking, false)
         else {
             return;

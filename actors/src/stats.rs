@@ -1,5 +1,7 @@
 //! Per-actor counters and the structured `tracing` line each actor logs every
-//! `metrics.log_interval`. Owns the numbers only; actors decide what to count.
+//! `metrics.log_interval`. Owns the numbers only; the counters of observable things (published,
+//! deleted, retries, ...) are bumped by [`crate::events`], never by hand, so they always equal
+//! what the log reports.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -14,9 +16,24 @@ pub struct ActorStats {
     pub errors: AtomicU64,
     pub queue_depth: AtomicI64,
     busy_us: AtomicU64,
-    /// Upload slots: bytes sent and files staged.
+    /// Upload slots: bytes sent and files staged; snapshot copier: bytes and files copied.
     pub bytes: AtomicU64,
     pub files: AtomicU64,
+    /// Linker: files made visible ([`crate::events::FilePublished`]); deletes are not counted.
+    pub published: AtomicU64,
+    /// Linker: files removed from the remote ([`crate::events::DeletedFromRemote`]).
+    pub deleted: AtomicU64,
+    /// Retries scheduled, of remote operations and ledger writes alike
+    /// ([`crate::events::RetryScheduled`]).
+    pub retries: AtomicU64,
+    /// Snapshot copier: copies taken.
+    pub snapshots: AtomicU64,
+    /// Stability checker: paths not uploaded (links, special files, refused, unreadable).
+    pub skipped: AtomicU64,
+    /// Stability checker: times a file was found held open by a writer.
+    pub waiting_for_writer: AtomicU64,
+    /// Watcher: full walks of the drop folder finished.
+    pub scans: AtomicU64,
 }
 
 impl ActorStats {
@@ -69,6 +86,13 @@ impl ActorStats {
             busy_ms = self.busy().as_millis() as u64,
             bytes = self.bytes.load(Relaxed),
             files = self.files.load(Relaxed),
+            published = self.published.load(Relaxed),
+            deleted = self.deleted.load(Relaxed),
+            retries = self.retries.load(Relaxed),
+            snapshots = self.snapshots.load(Relaxed),
+            skipped = self.skipped.load(Relaxed),
+            waiting_for_writer = self.waiting_for_writer.load(Relaxed),
+            scans = self.scans.load(Relaxed),
             "{kind}"
         );
     }

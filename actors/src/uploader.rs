@@ -18,13 +18,14 @@ use actix::prelude::*;
 use bytes::Bytes;
 
 use crate::confined::{refusal, DropRoot};
+use crate::events::{Cadence, FailedStep, InternalEvent, UploadFailed};
 use crate::fileinfo::{hash_stream, is_gone, open_regular, ContentHash, FileMeta};
-use crate::ledger::Ledger;
+use crate::ledger::LedgerHandle;
 use crate::linker::Linker;
-use crate::mailbox::Tracker;
 use crate::messages::{Publish, UploadJob, UploadSource};
+use crate::path_table::Tracker;
 use crate::remote::{ContentStream, FileAttributes, Remote, RemoteError, Staged};
-use crate::retry::RetryPolicy;
+use crate::retry::{report, retry, RetryPolicy};
 use crate::snapshot::SnapshotArea;
 use crate::stats::ActorStats;
 
@@ -41,7 +42,6 @@ pub struct SlotSettings {
 /// What every slot shares.
 pub struct SlotDeps {
     pub remote: Arc<dyn Remote>,
-    pub ledger: Arc<dyn Ledger>,
     pub tracker: Tracker,
     pub linker: Addr<Linker>,
     pub snapshots: Arc<SnapshotArea>,
@@ -52,6 +52,7 @@ pub struct UploadSlot {
     deps: Arc<SlotDeps>,
     // Boxed because the receiver is not `Unpin` and actors must be.
     queue: Box<async_channel::Receiver<UploadJob>>,
+    ledger: LedgerHandle,
     stats: Arc<ActorStats>,
 }
 
@@ -60,12 +61,14 @@ impl UploadSlot {
         settings: SlotSettings,
         deps: Arc<SlotDeps>,
         queue: async_channel::Receiver<UploadJob>,
+        ledger: LedgerHandle,
         stats: Arc<ActorStats>,
     ) -> Self {
         UploadSlot {
             settings: Arc::new(settings),
             deps,
             queue: Box::new(queue),
+            ledger,
             stats,
         }
     }
@@ -89,6 +92,7 @@ impl StreamHandler<UploadJob> for UploadSlot {
         let job_run = run_job(
             self.settings.clone(),
             self.deps.clone(),
+            self.ledger.clone(),
             self.stats.clone(),
             job,
         );
@@ -130,16 +134,26 @@ enum AttemptError {
     Remote(RemoteError),
 }
 
+impl std::fmt::Display for AttemptError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AttemptError::Source(e) => write!(f, "cannot read the file: {e}"),
+            AttemptError::Remote(e) => write!(f, "{e}"),
+        }
+    }
+}
+
 async fn run_job(
     settings: Arc<SlotSettings>,
     deps: Arc<SlotDeps>,
+    ledger: LedgerHandle,
     stats: Arc<ActorStats>,
     job: UploadJob,
 ) {
     let started = Instant::now();
     let path = job.path.clone();
-    if deps.tracker.mailbox.start_upload(&path, job.version) {
-        let outcome = upload(&settings, &deps, &stats, &job).await;
+    if deps.tracker.paths.start_upload(&path, job.version) {
+        let outcome = upload(&settings, &deps, &ledger, &stats, &job).await;
         match outcome {
             Outcome::Handed => stats.sent(1),
             Outcome::Unchanged | Outcome::Vanished => deps.tracker.complete(&path),
@@ -148,16 +162,14 @@ async fn run_job(
                 deps.tracker.restart(&path);
             }
             Outcome::Failed { error, attempts } => {
-                stats.error();
-                tracing::error!(path = %path.display(), attempts, "upload failed: {error}");
-                let (ledger, failed) = (deps.ledger.clone(), path.clone());
-                let recorded = tokio::task::spawn_blocking(move || {
-                    ledger.record_failure(&failed, &error, attempts)
-                })
-                .await;
-                if let Ok(Err(e)) = recorded {
-                    tracing::error!("{e}");
+                UploadFailed {
+                    step: FailedStep::Upload,
+                    path: &path,
+                    attempts,
+                    error: &error,
                 }
+                .emit(&stats);
+                ledger.record_failure(&path, &error, attempts).await;
                 deps.tracker.complete(&path);
             }
         }
@@ -171,6 +183,7 @@ async fn run_job(
 async fn upload(
     settings: &SlotSettings,
     deps: &SlotDeps,
+    ledger: &LedgerHandle,
     stats: &ActorStats,
     job: &UploadJob,
 ) -> Outcome {
@@ -178,82 +191,55 @@ async fn upload(
         UploadSource::Original => Content::Original(settings.root.clone(), job.path.clone()),
         UploadSource::Snapshot { file, .. } => Content::Snapshot(file.clone()),
     };
-    match already_published(deps, job, &content).await {
-        Ok(true) => return Outcome::Unchanged,
+    match already_published(job, &content).await {
+        Ok(true) => {
+            ledger.record_unchanged(&job.path, job.meta).await;
+            return Outcome::Unchanged;
+        }
         Ok(false) => {}
         Err(outcome) => return outcome,
     }
-    let ledger = deps.ledger.clone();
-    let (path, meta) = (job.path.clone(), job.meta);
-    if let Ok(Err(e)) =
-        tokio::task::spawn_blocking(move || ledger.record_intent(&path, &meta)).await
-    {
-        // Only crash clean-up needs this record; the upload goes on without it.
-        tracing::error!(path = %job.path.display(), "cannot record that the upload starts: {e}");
-    }
+    // Crash clean-up needs this record before any byte reaches the remote.
+    ledger.record_intent(&job.path, job.meta).await;
 
-    let mut delays = settings.retry.delays();
-    let mut attempts = 0;
-    loop {
-        attempts += 1;
-        let expected = matches!(job.source, UploadSource::Original).then_some(job.meta);
-        match upload_once(deps, stats, &job.path, &content, expected).await {
-            Ok(Attempt::Staged { staged, sha256 }) => {
-                let publish = Publish {
-                    path: job.path.clone(),
-                    staged: staged.clone(),
-                    meta: job.meta,
-                    sha256,
-                };
-                if deps.linker.send(publish).await.is_err() {
-                    deps.remote.discard(&job.path, staged).await; // the linker stopped: shutting down
-                }
-                return Outcome::Handed;
+    let expected = matches!(job.source, UploadSource::Original).then_some(job.meta);
+    let done = retry(
+        &settings.retry,
+        || upload_once(deps, stats, &job.path, &content, expected),
+        |e| matches!(e, AttemptError::Remote(e) if e.is_transient()),
+        report(stats, "upload failed", &job.path, Cadence::Each),
+    )
+    .await;
+    match done.result {
+        Ok(Attempt::Staged { staged, sha256 }) => {
+            let publish = Publish {
+                path: job.path.clone(),
+                staged: staged.clone(),
+                meta: job.meta,
+                sha256,
+            };
+            if deps.linker.send(publish).await.is_err() {
+                deps.remote.discard(&job.path, staged).await; // the linker stopped: shutting down
             }
-            Ok(Attempt::SourceChanged) => return Outcome::SourceChanged,
-            Ok(Attempt::Vanished) => return Outcome::Vanished,
-            Err(AttemptError::Source(e)) => {
-                return Outcome::Failed {
-                    error: format!("cannot read the file: {e}"),
-                    attempts,
-                }
-            }
-            Err(AttemptError::Remote(e)) if e.is_transient() => match delays.next() {
-                Some(delay) => {
-                    stats.error();
-                    tracing::warn!(path = %job.path.display(), attempt = attempts, "upload failed, retrying in {delay:?}: {e}");
-                    tokio::time::sleep(delay).await;
-                }
-                None => {
-                    return Outcome::Failed {
-                        error: e.to_string(),
-                        attempts,
-                    }
-                }
-            },
-            Err(AttemptError::Remote(e)) => {
-                return Outcome::Failed {
-                    error: e.to_string(),
-                    attempts,
-                }
-            }
+            Outcome::Handed
         }
+        Ok(Attempt::SourceChanged) => Outcome::SourceChanged,
+        Ok(Attempt::Vanished) => Outcome::Vanished,
+        Err(e) => Outcome::Failed {
+            error: e.to_string(),
+            attempts: done.attempts,
+        },
     }
 }
 
 /// True if exactly this content is already published under this path (as the ledger said
 /// when the path entered the pipeline). Only a file of the published size can be the same, so
 /// only those are hashed first.
-async fn already_published(
-    deps: &SlotDeps,
-    job: &UploadJob,
-    content: &Content,
-) -> Result<bool, Outcome> {
+async fn already_published(job: &UploadJob, content: &Content) -> Result<bool, Outcome> {
     let Some(published) = job.published.filter(|p| p.size == job.meta.size) else {
         return Ok(false);
     };
-    let ledger = deps.ledger.clone();
-    let (path, meta) = (job.path.clone(), job.meta);
+    let meta = job.meta;
     let content = content.clone();
     let source_hash = match &job.source {
         UploadSource::Snapshot { sha256, .. } => Some(*sha256),
@@ -271,13 +257,7 @@ async fn already_published(
                 Err(_) => return Ok(false), // the upload attempt reports read errors
             },
         };
-        if hash != published.sha256 {
-            return Ok(false);
-        }
-        if let Err(e) = ledger.record_unchanged(&path, &meta) {
-            tracing::error!("{e}");
-        }
-        Ok(true)
+        Ok(hash == published.sha256)
     })
     .await;
     checked.unwrap_or(Ok(false))

@@ -31,8 +31,9 @@ use notify::{RecursiveMode, Watcher as _};
 
 use crate::confined::{refusal, DropRoot};
 use crate::debouncer::Debouncer;
+use crate::events::{InternalEvent, RescanFinished, RescanStarted};
 use crate::fileinfo::{is_gone, FileKind, FileMeta};
-use crate::ledger::Ledger;
+use crate::ledger::{Ledger, LedgerHandle};
 use crate::messages::{PathsTouched, StopWatching};
 use crate::stats::ActorStats;
 
@@ -168,7 +169,7 @@ type SharedNotify = Arc<Mutex<notify::RecommendedWatcher>>;
 
 pub struct Watcher {
     settings: Arc<WatchSettings>,
-    ledger: Arc<dyn Ledger>,
+    ledger: LedgerHandle,
     debouncer: Addr<Debouncer>,
     notify: Option<SharedNotify>,
     tx: tokio::sync::mpsc::Sender<WatchInput>,
@@ -184,7 +185,7 @@ pub struct Watcher {
 impl Watcher {
     pub fn new(
         settings: WatchSettings,
-        ledger: Arc<dyn Ledger>,
+        ledger: LedgerHandle,
         debouncer: Addr<Debouncer>,
         stats: Arc<ActorStats>,
     ) -> Result<Self, notify::Error> {
@@ -257,7 +258,7 @@ impl Watcher {
         let scan = Scan {
             progress: self.progress.clone(),
             settings: self.settings.clone(),
-            ledger: self.ledger.clone(),
+            ledger: self.ledger.blocking().clone(),
             notify: self.notify.clone(),
             tx: self.tx.clone(),
             stats: self.stats.clone(),
@@ -467,6 +468,7 @@ fn vanished(e: &notify::Error) -> bool {
 struct Scan {
     progress: Arc<ScanProgress>,
     settings: Arc<WatchSettings>,
+    /// Read directly: the scan runs in a blocking task.
     ledger: Arc<dyn Ledger>,
     notify: Option<SharedNotify>,
     tx: tokio::sync::mpsc::Sender<WatchInput>,
@@ -484,6 +486,9 @@ impl Scan {
                 tracing::warn!(root = %root.display(), "the drop folder does not exist (or is not a directory); waiting for it");
             }
             return false;
+        }
+        if full {
+            RescanStarted { root }.emit(&self.stats);
         }
         let mut batch = Vec::new();
         for rel in gone {
@@ -577,7 +582,13 @@ impl Scan {
         self.send(&mut batch);
         self.stats.busy_since(started);
         if full {
-            tracing::info!(root = %root.display(), files, dirs, elapsed_ms = started.elapsed().as_millis() as u64, "scan finished");
+            RescanFinished {
+                root,
+                files,
+                dirs,
+                elapsed: started.elapsed(),
+            }
+            .emit(&self.stats);
         }
         true
     }

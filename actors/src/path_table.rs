@@ -1,10 +1,10 @@
-//! The per-path **latest-wins mailbox**: the one place that knows, for every path with work in
+//! The **path table**, latest wins: the one place that knows, for every path with work in
 //! flight, which stage holds it and whether newer events arrived meanwhile.
 //!
 //! Every stage of the pipeline holds at most one item per path, and an event for a path that is
 //! already somewhere in the pipeline merges into that path's entry instead of queueing a second
 //! item. So however many events arrive, the pipeline's queues never hold more than one item per
-//! distinct path. The mailbox does not schedule anything itself: the debouncer owns the timers and
+//! distinct path. The table does not schedule anything itself: the debouncer owns the timers and
 //! the stages call the transitions below.
 
 use std::path::{Path, PathBuf};
@@ -68,12 +68,12 @@ pub enum Next {
 }
 
 #[derive(Default)]
-pub struct Mailbox {
+pub struct PathTable {
     paths: DashMap<PathBuf, PathState>,
     draining: AtomicBool,
 }
 
-impl Mailbox {
+impl PathTable {
     pub fn new() -> Self {
         Self::default()
     }
@@ -183,7 +183,7 @@ impl Mailbox {
     }
 
     /// The current work on `path` ended (published, skipped, failed or deleted). A path that got
-    /// events meanwhile goes back to debouncing; otherwise it leaves the mailbox.
+    /// events meanwhile goes back to debouncing; otherwise it leaves the table.
     pub fn complete(&self, path: &Path, now: Instant) -> Next {
         match self.paths.entry(path.to_path_buf()) {
             MapEntry::Occupied(mut o) if o.get().dirty => {
@@ -247,29 +247,29 @@ impl Mailbox {
     }
 }
 
-/// The mailbox together with the way back to the debouncer: what every stage after the
+/// The path table together with the way back to the debouncer: what every stage after the
 /// debouncer uses to end or restart a path's work.
 #[derive(Clone)]
 pub struct Tracker {
-    pub mailbox: Arc<Mailbox>,
+    pub paths: Arc<PathTable>,
     debouncer: Recipient<Redebounce>,
 }
 
 impl Tracker {
-    pub fn new(mailbox: Arc<Mailbox>, debouncer: Recipient<Redebounce>) -> Self {
-        Tracker { mailbox, debouncer }
+    pub fn new(paths: Arc<PathTable>, debouncer: Recipient<Redebounce>) -> Self {
+        Tracker { paths, debouncer }
     }
 
-    /// Ends the current work on `path`; see [`Mailbox::complete`].
+    /// Ends the current work on `path`; see [`PathTable::complete`].
     pub fn complete(&self, path: &Path) {
-        if self.mailbox.complete(path, Instant::now()) == Next::Debounce {
+        if self.paths.complete(path, Instant::now()) == Next::Debounce {
             self.debouncer.do_send(Redebounce(vec![path.to_path_buf()]));
         }
     }
 
-    /// Sends `path` back to debouncing; see [`Mailbox::restart`].
+    /// Sends `path` back to debouncing; see [`PathTable::restart`].
     pub fn restart(&self, path: &Path) {
-        if self.mailbox.restart(path, Instant::now()) == Next::Debounce {
+        if self.paths.restart(path, Instant::now()) == Next::Debounce {
             self.debouncer.do_send(Redebounce(vec![path.to_path_buf()]));
         }
     }
@@ -281,7 +281,7 @@ mod tests {
 
     #[test]
     fn events_merge_per_path() {
-        let m = Mailbox::new();
+        let m = PathTable::new();
         let p = Path::new("a/b");
         let t = Instant::now();
         assert_eq!(m.touch(p, t), Next::Debounce);
@@ -293,7 +293,7 @@ mod tests {
 
     #[test]
     fn queued_job_is_superseded_by_a_newer_event() {
-        let m = Mailbox::new();
+        let m = PathTable::new();
         let p = Path::new("f");
         let t = Instant::now();
         let _ = m.touch(p, t);
@@ -306,7 +306,7 @@ mod tests {
 
     #[test]
     fn queued_snapshot_survives_events_and_redoes_afterwards() {
-        let m = Mailbox::new();
+        let m = PathTable::new();
         let p = Path::new("growing.log");
         let t = Instant::now();
         let _ = m.touch(p, t);
@@ -322,7 +322,7 @@ mod tests {
 
     #[test]
     fn deadline_is_quiet_after_last_event_capped_by_max_wait() {
-        let m = Mailbox::new();
+        let m = PathTable::new();
         let p = Path::new("x");
         let t0 = Instant::now();
         let _ = m.touch(p, t0);
@@ -342,7 +342,7 @@ mod tests {
 
     #[test]
     fn draining_stops_new_uploads() {
-        let m = Mailbox::new();
+        let m = PathTable::new();
         let p = Path::new("x");
         let _ = m.touch(p, Instant::now());
         assert!(m.advance(p, Phase::Debouncing, Phase::Checking));
