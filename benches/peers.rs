@@ -5,8 +5,7 @@
 //! full run. Wall times run from the first file appearing in the drop folder to the last one
 //! being published; the content is verified by hash afterwards (outside the timing).
 
-#[path = "../tests/common/mod.rs"]
-mod common;
+use dropslot_testkit as common;
 
 use std::collections::HashSet;
 use std::io::Write;

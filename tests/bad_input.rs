@@ -1,7 +1,7 @@
 //! End-to-end tests of bad input: special files, links, odd names, conflicts on the remote, and
 //! the exit codes and reports that tell the operator about them.
 
-mod common;
+use dropslot_testkit as common;
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;

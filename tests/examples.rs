@@ -5,7 +5,7 @@
 //! `localhost` with no addressing setting; and `check` names each common mistake, which `run`
 //! refuses with exit 2 when retrying cannot help and rides out when it can.
 
-mod common;
+use dropslot_testkit as common;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;

@@ -4,7 +4,7 @@
 //! CI; `FAULTS_SOAK=1 cargo test --release --test faults -- --nocapture` runs the long ones.
 //! Random choices print their seed; `FAULTS_SEED=<seed>` replays them.
 
-mod common;
+use dropslot_testkit as common;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;

@@ -4,7 +4,7 @@
 //! the two here), restore the old value even when they fail, and are skipped with a message
 //! where the limits cannot be written (not root, or a read-only /proc/sys).
 
-mod common;
+use dropslot_testkit as common;
 
 use std::path::PathBuf;
 use std::sync::Mutex;

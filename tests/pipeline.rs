@@ -1,6 +1,6 @@
 //! End-to-end tests of the pipeline: the real binary, real files, real inotify, the local remote.
 
-mod common;
+use dropslot_testkit as common;
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;

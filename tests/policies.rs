@@ -2,7 +2,7 @@
 //! summary's `published` counts publishes only, and each counter equals the log lines of its
 //! event. Real binary, real files, the local-directory remote.
 
-mod common;
+use dropslot_testkit as common;
 
 use common::*;
 

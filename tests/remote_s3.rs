@@ -1,7 +1,7 @@
 //! The S3 remote end to end: the real binary against real S3 servers on loopback (moto from
 //! PyPI, s3rver from npm; see `scripts/test-servers.sh`), content checked by downloading back.
 
-mod common;
+use dropslot_testkit as common;
 
 use common::servers::Server;
 use common::*;

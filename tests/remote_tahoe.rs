@@ -2,7 +2,7 @@
 //! (tahoe-lafs 1.20 from PyPI: introducer, storage node and gateway; see
 //! `scripts/test-servers.sh`), checked by listing the grid's directories and downloading back.
 
-mod common;
+use dropslot_testkit as common;
 
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,7 @@
 //! The WebDAV remote end to end: the real binary against nginx's WebDAV modules on loopback
 //! (Debian nginx-extras; see `scripts/test-servers.sh`), content checked by downloading back.
 
-mod common;
+use dropslot_testkit as common;
 
 use common::servers::Server;
 use common::*;

@@ -3,7 +3,7 @@
 //! The wrapper is a mock of a remote outage, which a local directory cannot produce on demand;
 //! S3, WebDAV and Tahoe outages are tested against real servers in their own tests.
 
-mod common;
+use dropslot_testkit as common;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

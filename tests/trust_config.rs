@@ -3,7 +3,7 @@
 //! range named by key, and the default ignore rules (rsync's temporary names included) against
 //! real producers.
 
-mod common;
+use dropslot_testkit as common;
 
 use std::path::Path;
 use std::process::Output;

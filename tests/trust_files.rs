@@ -4,7 +4,7 @@
 //!
 //! Each test prints `FIGURE` lines with what it measured.
 
-mod common;
+use dropslot_testkit as common;
 
 use std::collections::BTreeSet;
 use std::io::Write;

@@ -2,7 +2,7 @@
 //! real servers (issue 10, findings C, 8 and the `WatchNotFound` log volume). Each test prints
 //! the `FIGURE` lines `docs/reliability.md` quotes.
 
-mod common;
+use dropslot_testkit as common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

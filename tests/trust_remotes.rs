@@ -4,7 +4,7 @@
 //! (finding 2), Tahoe's NFC names and S3's byte-exact keys (finding 3), staging-name twins
 //! (finding 4), modes and mtimes (finding D) and empty directories after deletes (finding 10).
 
-mod common;
+use dropslot_testkit as common;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};

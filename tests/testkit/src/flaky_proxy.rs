@@ -21,7 +21,7 @@ use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
 use hyper::body::Frame;
 use hyper::{Request, Response};
 
-use super::Rng;
+use crate::Rng;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fault {

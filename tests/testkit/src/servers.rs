@@ -317,7 +317,8 @@ impl TahoeGrid {
             servers_dir().join("tahoe/bin/python3"),
             "tahoe-lafs",
         )?;
-        let launcher = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/tahoe_loopback.py");
+        let launcher =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/tahoe_loopback.py");
         let dir = tempfile::tempdir().unwrap();
         let tahoe = |args: &[String]| {
             let out = Command::new(&python)

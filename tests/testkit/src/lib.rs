@@ -1,7 +1,8 @@
-//! Helpers for the end-to-end tests: a temporary drop folder, target and state directory, the
-//! real `dropslot` binary started on them, and polling with generous deadlines (never fixed
-//! sleeps: CI machines are small and busy).
-#![allow(dead_code)] // each test file uses a different subset
+//! What the end-to-end tests and the benchmarks share: a temporary drop folder, target and state
+//! directory, the real `dropslot` binary started on them, real servers on loopback
+//! ([`servers`]), the fault-injecting proxy ([`flaky_proxy`]), and polling with generous deadlines
+//! (never fixed sleeps: CI machines are small and busy). A crate of its own, so the benchmarks use
+//! it as they use any crate. It owns no assertions about dropslot's behaviour: the tests do.
 
 pub mod flaky_proxy;
 pub mod servers;
@@ -71,7 +72,7 @@ impl Env {
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dropslot"));
+        let mut cmd = Command::new(dropslot_binary());
         cmd.args(args)
             .arg("--config")
             .arg(&self.config)
@@ -141,11 +142,35 @@ impl Env {
     }
 }
 
+/// The `dropslot` binary cargo built beside the running test or benchmark (`target/<profile>/`,
+/// one directory above the test's own `deps/`): cargo builds a package's binaries before its
+/// integration tests and benchmarks, and `CARGO_BIN_EXE_*` exists only in their own crates.
+pub fn dropslot_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test binary lives in target/<profile>/deps");
+    let binary = profile_dir.join("dropslot");
+    assert!(
+        binary.is_file(),
+        "{} is missing: run the tests through cargo",
+        binary.display()
+    );
+    binary
+}
+
 fn unique() -> u128 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos()
+}
+
+impl Default for Env {
+    fn default() -> Self {
+        Env::new()
+    }
 }
 
 /// A running `dropslot run`; killed if the test ends without stopping it.
@@ -346,6 +371,7 @@ impl Rng {
         Rng(seed | 1)
     }
 
+    #[allow(clippy::should_implement_trait)] // an endless generator, not an iterator
     pub fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
