@@ -4,6 +4,8 @@
 //! error wording the network kinds share. Retries and bookkeeping are the pipeline's, not the
 //! remotes'.
 
+pub mod config;
+pub mod http;
 pub mod local;
 pub mod s3;
 pub mod tahoe;
@@ -20,7 +22,7 @@ use dropslot_actors::remote::{
     ContentStream, FileAttributes, PublishItem, Remote, RemoteError, RemoteRef, Staged,
 };
 
-use crate::config::{RemoteConfig, RemoteKind};
+pub use config::{KindSettings, OnDelete, RemoteConfig};
 
 /// Builds the configured remote. Errors name the setting or file at fault, never a secret.
 pub fn build(config: &RemoteConfig) -> Result<Arc<dyn Remote>, BuildError> {
@@ -43,19 +45,18 @@ pub struct Built {
 
 /// [`build`], with the same remote's health check.
 pub fn build_checked(config: &RemoteConfig) -> Result<Built, BuildError> {
-    fn both<K: Remote + HealthCheck>(kind: K) -> Built {
+    config.kind.config().build()
+}
+
+impl Built {
+    /// A kind's remote: used through [`ReservedNames`], checked as itself.
+    pub fn of<K: Remote + HealthCheck + 'static>(kind: K) -> Built {
         let kind = Arc::new(kind);
         Built {
             remote: Arc::new(ReservedNames(kind.clone())),
             health: kind,
         }
     }
-    Ok(match config.kind {
-        RemoteKind::Local => both(local::LocalRemote::new(config.path.clone())),
-        RemoteKind::S3 => both(s3::S3Remote::new(config).map_err(BuildError)?),
-        RemoteKind::Webdav => both(webdav::WebDavRemote::new(config).map_err(BuildError)?),
-        RemoteKind::Tahoe => both(tahoe::TahoeRemote::new(config).map_err(BuildError)?),
-    })
 }
 
 /// The steps of the health check (`dropslot check`, and `run` at start-up), in order: the same

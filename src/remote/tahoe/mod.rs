@@ -20,6 +20,9 @@
 //! Caps are secrets: URLs containing them never reach an error message (reqwest errors are
 //! stripped of their URL) and the write-cap is scrubbed from any text the gateway returns.
 
+mod config;
+pub use config::TahoeConfig;
+
 use std::collections::{HashMap, HashSet};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
@@ -33,7 +36,7 @@ use reqwest::{StatusCode, Url};
 use unicode_normalization::UnicodeNormalization;
 
 use super::{body_matches, classify_transport, join_url};
-use crate::config::{RemoteConfig, Secret};
+use crate::config::Secret;
 
 pub struct TahoeRemote {
     client: reqwest::Client,
@@ -107,7 +110,7 @@ fn name_problem(path: &Path) -> Option<RemoteError> {
 }
 
 impl TahoeRemote {
-    pub fn new(config: &RemoteConfig) -> Result<Self, String> {
+    pub fn new(config: &TahoeConfig) -> Result<Self, String> {
         let file = config
             .dircap_file
             .as_ref()
@@ -116,16 +119,8 @@ impl TahoeRemote {
             .map_err(|e| format!("remote.dircap_file {}: {e}", file.display()))?;
         let (dircap, base) = parse_dircap(&text)
             .map_err(|e| format!("remote.dircap_file {}: {e}", file.display()))?;
-        let mut gateway =
-            Url::parse(&config.gateway).map_err(|e| format!("remote.gateway: {e}"))?;
-        if !gateway.path().ends_with('/') {
-            gateway.set_path(&format!("{}/", gateway.path()));
-        }
-        let client = reqwest::Client::builder()
-            .connect_timeout(std::time::Duration::from_secs(10))
-            .read_timeout(config.timeout)
-            .build()
-            .map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
+        let gateway = super::http::base_url(&config.gateway, "remote.gateway")?;
+        let client = super::http::client(config.timeout)?;
         Ok(TahoeRemote {
             client,
             gateway,

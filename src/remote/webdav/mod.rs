@@ -11,6 +11,9 @@
 //! (its `Content-Length`). Modes and modification times are not kept (WebDAV has no portable way
 //! to set them; the server's mtime is the time of the MOVE).
 
+mod config;
+pub use config::WebdavConfig;
+
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -26,7 +29,7 @@ use reqwest::{Method, StatusCode, Url};
 use super::{
     body_matches, classify_transport, join_url, staging_name, status_error, PUBLISH_CONCURRENCY,
 };
-use crate::config::{RemoteConfig, Secret};
+use crate::config::Secret;
 
 pub struct WebDavRemote {
     client: reqwest::Client,
@@ -42,17 +45,9 @@ fn method(name: &'static str) -> Method {
 }
 
 impl WebDavRemote {
-    pub fn new(config: &RemoteConfig) -> Result<Self, String> {
-        let mut base = Url::parse(config.url.as_deref().unwrap_or_default())
-            .map_err(|e| format!("remote.url: {e}"))?;
-        if !base.path().ends_with('/') {
-            base.set_path(&format!("{}/", base.path()));
-        }
-        let client = reqwest::Client::builder()
-            .connect_timeout(std::time::Duration::from_secs(10))
-            .read_timeout(config.timeout)
-            .build()
-            .map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
+    pub fn new(config: &WebdavConfig) -> Result<Self, String> {
+        let base = super::http::base_url(&config.url, "remote.url")?;
+        let client = super::http::client(config.timeout)?;
         let credentials = match (&config.username, &config.password) {
             (Some(user), password) => Some((
                 user.clone(),

@@ -18,6 +18,9 @@
 //! the way rclone writes them: `x-amz-meta-mtime` (seconds since the epoch with a fraction) and
 //! `x-amz-meta-mode` (octal, with the regular-file type bits, e.g. `100644`).
 
+mod config;
+pub use config::S3Config;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,7 +43,6 @@ use object_store::{
 };
 
 use super::{body_matches, classify_transport, PUBLISH_CONCURRENCY};
-use crate::config::RemoteConfig;
 
 /// Staged small files wait in memory for the linker; together they may hold at most this many
 /// times `multipart_threshold`, so staging waits when publishing falls behind.
@@ -106,8 +108,8 @@ pub struct S3Remote {
 /// Credentials from an AWS shared credentials file (`AWS_PROFILE`, else `default`).
 fn read_credentials_file(file: &Path) -> Result<(String, String), String> {
     let profile = std::env::var("AWS_PROFILE").unwrap_or_else(|_| "default".into());
-    let parsed = config::Config::builder()
-        .add_source(config::File::from(file).format(config::FileFormat::Ini))
+    let parsed = ::config::Config::builder()
+        .add_source(::config::File::from(file).format(::config::FileFormat::Ini))
         .build()
         .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
     let get = |key: &str| {
@@ -215,9 +217,9 @@ fn bucket_host(endpoint: &str, bucket: &str) -> Result<String, String> {
 }
 
 impl S3Remote {
-    pub fn new(config: &RemoteConfig) -> Result<Self, String> {
+    pub fn new(config: &S3Config) -> Result<Self, String> {
         // Config file keys win over a credentials file, which wins over AWS_* variables.
-        let bucket = config.bucket.clone().unwrap_or_default();
+        let bucket = config.bucket.clone();
         // The endpoint as object_store's `from_env` would take it, made explicit so that the
         // addressing can be chosen from it.
         let endpoint = config.endpoint.clone().or_else(|| {
@@ -237,7 +239,7 @@ impl S3Remote {
             .with_client_options(
                 ClientOptions::new()
                     .with_timeout(config.timeout)
-                    .with_connect_timeout(std::time::Duration::from_secs(10)),
+                    .with_connect_timeout(super::http::CONNECT_TIMEOUT),
             );
         if let Some(region) = &config.region {
             builder = builder.with_region(region);
@@ -746,10 +748,12 @@ mod tests {
     use super::*;
 
     fn remote(prefix: &str) -> S3Remote {
-        let mut config = crate::config::load(None).unwrap().settings.remote;
-        config.bucket = Some("b".into());
-        config.prefix = prefix.into();
-        config.endpoint = Some("http://127.0.0.1:1".into());
+        let config: S3Config = serde_json::from_value(serde_json::json!({
+            "bucket": "b",
+            "prefix": prefix,
+            "endpoint": "http://127.0.0.1:1",
+        }))
+        .unwrap();
         S3Remote::new(&config).unwrap()
     }
 
