@@ -113,6 +113,8 @@ impl KindConfig for S3Config {
     }
 
     fn build(&self) -> Result<Built, BuildError> {
-        Ok(Built::of(super::S3Remote::new(self).map_err(BuildError)?))
+        let remote = super::S3Remote::new(self).map_err(BuildError)?;
+        let secrets = remote.secrets();
+        Ok(Built::of(remote).redacting(secrets))
     }
 }

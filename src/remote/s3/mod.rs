@@ -42,7 +42,8 @@ use object_store::{
     PutMultipartOptions, PutOptions, PutPayload, RetryConfig,
 };
 
-use super::{body_matches, classify_transport, PUBLISH_CONCURRENCY};
+use super::http::classify_transport;
+use super::{body_matches, PUBLISH_CONCURRENCY};
 
 /// Staged small files wait in memory for the linker; together they may hold at most this many
 /// times `multipart_threshold`, so staging waits when publishing falls behind.
@@ -96,7 +97,7 @@ pub struct S3Remote {
     part_size: usize,
     staged: Mutex<HashMap<String, StagedObject>>,
     next_token: AtomicU64,
-    /// Credentials as configured, to scrub from error texts (servers echo the key id).
+    /// Credentials as configured, wherever they came from.
     secrets: Vec<String>,
     /// Requests the linker's batches (publishes and their confirmations) may have in flight at
     /// once, across all directories.
@@ -281,7 +282,6 @@ impl S3Remote {
         ] {
             secrets.extend(std::env::var(var).ok());
         }
-        secrets.retain(|s| s.len() >= 3);
         let store = builder
             .build()
             .map_err(|e| format!("cannot configure the S3 client: {e}"))?;
@@ -418,7 +418,7 @@ impl S3Remote {
                 }
             }
         };
-        self.redact(error)
+        error
     }
 
     /// For an error that wrong addressing causes: which addressing was used, and the setting
@@ -439,12 +439,10 @@ impl S3Remote {
         }
     }
 
-    /// Servers echo parts of a request in their errors; none of it may reach a log.
-    fn redact(&self, mut error: RemoteError) -> RemoteError {
-        for secret in &self.secrets {
-            error.message = error.message.replace(secret.as_str(), "<redacted>");
-        }
-        error
+    /// The credentials it was configured with, for [`super::redacted`] (servers echo the key
+    /// id in their errors).
+    pub fn secrets(&self) -> Vec<String> {
+        self.secrets.clone()
     }
 
     fn stash(&self, object: StagedObject) -> Staged {

@@ -44,8 +44,8 @@ impl KindConfig for TahoeConfig {
     }
 
     fn build(&self) -> Result<Built, BuildError> {
-        Ok(Built::of(
-            super::TahoeRemote::new(self).map_err(BuildError)?,
-        ))
+        let remote = super::TahoeRemote::new(self).map_err(BuildError)?;
+        let dircap = remote.dircap_secret();
+        Ok(Built::of(remote).redacting([dircap]))
     }
 }

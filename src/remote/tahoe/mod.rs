@@ -18,7 +18,8 @@
 //! kept (Tahoe's metadata `mtime` is the time of linking).
 //!
 //! Caps are secrets: URLs containing them never reach an error message (reqwest errors are
-//! stripped of their URL) and the write-cap is scrubbed from any text the gateway returns.
+//! stripped of their URL) and the write-cap is redacted from any text the gateway returns
+//! ([`super::redacted`]).
 
 mod config;
 pub use config::TahoeConfig;
@@ -35,7 +36,8 @@ use dropslot_actors::remote::{
 use reqwest::{StatusCode, Url};
 use unicode_normalization::UnicodeNormalization;
 
-use super::{body_matches, classify_transport, join_url};
+use super::body_matches;
+use super::http::{classify_transport, join_url};
 use crate::config::Secret;
 
 pub struct TahoeRemote {
@@ -177,8 +179,9 @@ impl TahoeRemote {
         Ok(size.map(|size| (size, cap)))
     }
 
-    fn scrub(&self, text: &str) -> String {
-        text.replace(self.dircap.expose(), "<dircap>")
+    /// The write-cap, for [`super::redacted`]: a gateway's traceback may quote it.
+    pub fn dircap_secret(&self) -> String {
+        self.dircap.expose().to_string()
     }
 
     async fn send(
@@ -211,12 +214,10 @@ impl TahoeRemote {
         };
         let message = format!(
             "{context}: the gateway answered {status}: {}",
-            self.scrub(telling.unwrap_or(""))
+            telling.unwrap_or("")
         );
-        if status.is_server_error()
-            || status == StatusCode::GONE
-            || status == StatusCode::TOO_MANY_REQUESTS
-        {
+        // 410: the gateway found too few shares, which servers coming back can cure.
+        if super::http::status_is_transient(status) || status == StatusCode::GONE {
             RemoteError::transient(message)
         } else {
             RemoteError::permanent(message)

@@ -50,8 +50,8 @@ impl KindConfig for WebdavConfig {
     }
 
     fn build(&self) -> Result<Built, BuildError> {
-        Ok(Built::of(
-            super::WebDavRemote::new(self).map_err(BuildError)?,
-        ))
+        let remote = super::WebDavRemote::new(self).map_err(BuildError)?;
+        let secrets = self.password.iter().map(|p| p.expose().to_string());
+        Ok(Built::of(remote).redacting(secrets))
     }
 }

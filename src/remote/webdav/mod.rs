@@ -6,7 +6,7 @@
 //! life of the process), since many servers refuse a PUT into a missing collection.
 //!
 //! Names: every byte of a name other than RFC 3986's unreserved characters is percent-encoded
-//! ([`super::join_url`]), control characters included, so each local name is one distinct URL;
+//! ([`super::http::join_url`]), control characters included, so each local name is one distinct URL;
 //! a name that is not UTF-8 is refused. A publish is confirmed with a HEAD of the published URL
 //! (its `Content-Length`). Modes and modification times are not kept (WebDAV has no portable way
 //! to set them; the server's mtime is the time of the MOVE).
@@ -26,9 +26,8 @@ use dropslot_actors::remote::{
 use futures_util::StreamExt;
 use reqwest::{Method, StatusCode, Url};
 
-use super::{
-    body_matches, classify_transport, join_url, staging_name, status_error, PUBLISH_CONCURRENCY,
-};
+use super::http::{classify_transport, join_url, status_error};
+use super::{body_matches, staging_name, PUBLISH_CONCURRENCY};
 use crate::config::Secret;
 
 pub struct WebDavRemote {
