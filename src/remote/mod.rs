@@ -1,8 +1,10 @@
-//! The remote kinds, each behind [`dropslot_actors::remote::Remote`], the one function that
-//! builds the configured one (wrapped in [`ReservedNames`], the one place that keeps user files
-//! off dropslot's own names), `check`'s probe round trip shared by every kind, and the URL and
-//! error wording the network kinds share. Retries and bookkeeping are the pipeline's, not the
-//! remotes'.
+//! The remote kinds, each a folder (`<kind>/mod.rs` the remote behind
+//! [`dropslot_actors::remote::Remote`] and its error mapping, `<kind>/config.rs` its keys,
+//! defaults and checks) listed once in [`config`]; the one function that builds the configured
+//! one (wrapped in [`ReservedNames`], the one place that keeps user files off dropslot's own
+//! names, and in [`redacted::Redacted`], the one place that keeps its secrets out of error
+//! texts); `check`'s probe round trip shared by every kind. The HTTP plumbing the network kinds
+//! share is [`http`]'s. Retries and bookkeeping are the pipeline's, not the remotes'.
 
 pub mod config;
 pub mod http;
