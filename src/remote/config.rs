@@ -11,7 +11,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::{local, s3, tahoe, webdav, BuildError, Built};
+use super::{BuildError, Built, KindSettings};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -48,13 +48,17 @@ pub trait KindConfig {
     fn build(&self) -> Result<Built, BuildError>;
 }
 
-/// Declares the remote kinds: a kind is its folder and one line here.
+/// Declares the remote kinds (in `remote/mod.rs`): a kind is its folder and one line there,
+/// which declares the folder's module and the kind's arm of [`KindSettings`].
 macro_rules! kinds {
-    ($($name:literal => $variant:ident($config:ty)),+ $(,)?) => {
+    ($($name:literal => $variant:ident($module:ident::$config:ident)),+ $(,)?) => {
+        $(pub mod $module;)+
+
+        use config::KindConfig;
         /// The kind-specific part of `[remote]`, chosen by `kind`.
         #[derive(Debug, Clone)]
         pub enum KindSettings {
-            $($variant($config)),+
+            $($variant($module::$config)),+
         }
 
         impl KindSettings {
@@ -98,13 +102,6 @@ macro_rules! kinds {
             }
         }
     };
-}
-
-kinds! {
-    "local" => Local(local::LocalConfig),
-    "s3" => S3(s3::S3Config),
-    "webdav" => Webdav(webdav::WebdavConfig),
-    "tahoe" => Tahoe(tahoe::TahoeConfig),
 }
 
 impl RemoteConfig {

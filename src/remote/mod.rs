@@ -6,13 +6,18 @@
 //! texts); `check`'s probe round trip shared by every kind. The HTTP plumbing the network kinds
 //! share is [`http`]'s. Retries and bookkeeping are the pipeline's, not the remotes'.
 
+#[macro_use]
 pub mod config;
 pub mod http;
-pub mod local;
 pub mod redacted;
-pub mod s3;
-pub mod tahoe;
-pub mod webdav;
+
+// The remote kinds: each a folder, and a line here.
+kinds! {
+    "local" => Local(local::LocalConfig),
+    "s3" => S3(s3::S3Config),
+    "webdav" => Webdav(webdav::WebdavConfig),
+    "tahoe" => Tahoe(tahoe::TahoeConfig),
+}
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -24,7 +29,7 @@ use dropslot_actors::remote::{
     ContentStream, FileAttributes, PublishItem, Remote, RemoteError, RemoteRef, Staged,
 };
 
-pub use config::{KindSettings, OnDelete, RemoteConfig};
+pub use config::{OnDelete, RemoteConfig};
 
 /// Builds the configured remote. Errors name the setting or file at fault, never a secret.
 pub fn build(config: &RemoteConfig) -> Result<Arc<dyn Remote>, BuildError> {
