@@ -10,6 +10,9 @@
 mod paths;
 mod source;
 
+pub use crate::remote::{KindSettings, OnDelete, RemoteConfig};
+pub(crate) use source::shown;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -20,22 +23,21 @@ use serde::Deserialize;
 /// echoed, and a file setting one must not be readable by other users.
 pub const SECRET_KEYS: [&str; 3] = ["access_key_id", "secret_access_key", "password"];
 
-/// S3's largest single PUT, and largest part of a multipart upload.
-const S3_MAX_OBJECT_PART: u64 = 5 * 1024 * 1024 * 1024;
-
 /// The commented example in `config/` is the default: one file documents and defines it.
 pub const DEFAULT_CONFIG: &str = include_str!("../config/dropslot.toml");
 
+/// `R` is the `[remote]` section: typed by its kind once `kind` has been read
+/// ([`RemoteConfig::from_table`]).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Settings {
+pub struct Settings<R = RemoteConfig> {
     pub watch: WatchConfig,
     pub debounce: DebounceConfig,
     pub stability: StabilityConfig,
     pub snapshot: SnapshotConfig,
     pub upload: UploadConfig,
     pub linker: LinkerConfig,
-    pub remote: RemoteConfig,
+    pub remote: R,
     pub state: StateConfig,
     pub metrics: MetricsConfig,
 }
@@ -102,72 +104,6 @@ pub struct LinkerConfig {
     pub batch_delay: Duration,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RemoteKind {
-    Local,
-    S3,
-    Webdav,
-    Tahoe,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OnDelete {
-    Keep,
-    Delete,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RemoteConfig {
-    pub kind: RemoteKind,
-    pub on_delete: OnDelete,
-    /// `local`: the target directory.
-    pub path: PathBuf,
-    /// `s3`: the endpoint URL; none means AWS (or `AWS_ENDPOINT`).
-    #[serde(default)]
-    pub endpoint: Option<String>,
-    #[serde(default)]
-    pub region: Option<String>,
-    #[serde(default)]
-    pub bucket: Option<String>,
-    /// `s3`: key prefix, without leading or trailing `/`.
-    #[serde(default)]
-    pub prefix: String,
-    /// `s3`: `true` for `endpoint/bucket/key` URLs, `false` for `bucket.endpoint/key`; unset,
-    /// path-style for any endpoint but AWS's own (what rclone and the AWS SDKs do).
-    #[serde(default)]
-    pub path_style: Option<bool>,
-    #[serde(default)]
-    pub access_key_id: Option<Secret>,
-    #[serde(default)]
-    pub secret_access_key: Option<Secret>,
-    /// `s3`: an AWS shared credentials file (profile from `AWS_PROFILE`, else `default`).
-    #[serde(default)]
-    pub credentials_file: Option<PathBuf>,
-    /// `s3`: files above this go up as multipart uploads ...
-    pub multipart_threshold: ByteSize,
-    /// ... in parts of this size.
-    pub part_size: ByteSize,
-    /// `webdav`: the base URL (a collection).
-    #[serde(default)]
-    pub url: Option<String>,
-    #[serde(default)]
-    pub username: Option<String>,
-    #[serde(default)]
-    pub password: Option<Secret>,
-    /// `tahoe`: the gateway's web API.
-    pub gateway: String,
-    /// `tahoe`: a file holding the target directory's write-cap, optionally followed by
-    /// `/sub/dir`.
-    #[serde(default)]
-    pub dircap_file: Option<PathBuf>,
-    /// `s3` and `webdav`: a request that makes no progress for this long fails (and is retried).
-    #[serde(with = "humantime_serde")]
-    pub timeout: Duration,
-}
-
 /// A credential: never printed, not even by `{:?}`.
 #[derive(Clone, Deserialize)]
 #[serde(transparent)]
@@ -187,17 +123,6 @@ impl Secret {
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("<redacted>")
-    }
-}
-
-impl RemoteConfig {
-    pub fn kind_name(&self) -> &'static str {
-        match self.kind {
-            RemoteKind::Local => "local",
-            RemoteKind::S3 => "s3",
-            RemoteKind::Webdav => "webdav",
-            RemoteKind::Tahoe => "tahoe",
-        }
     }
 }
 
@@ -331,15 +256,17 @@ pub fn load(explicit: Option<&Path>) -> Result<Loaded, ConfigError> {
         source_name: source_name.clone(),
         message: scrubber.clean(&e.to_string()),
     })?;
-    let settings: Settings = serde_path_to_error::deserialize(raw).map_err(|e| {
-        let key = scrubber.clean(&e.path().to_string());
-        let message = scrubber.clean(&e.into_inner().to_string());
-        ConfigError::Invalid {
-            source_name: source_name.clone(),
-            key,
-            message,
-        }
-    })?;
+    let invalid = |key: &str, message: &str| ConfigError::Invalid {
+        source_name: source_name.clone(),
+        key: scrubber.clean(key),
+        message: scrubber.clean(message),
+    };
+    let mut untyped: Settings<config::Map<String, config::Value>> =
+        serde_path_to_error::deserialize(raw)
+            .map_err(|e| invalid(&e.path().to_string(), &e.into_inner().to_string()))?;
+    let remote = RemoteConfig::from_table(std::mem::take(&mut untyped.remote))
+        .map_err(|(key, message)| invalid(&key, &message))?;
+    let settings = untyped.with_remote(remote);
     settings
         .validate()
         .map_err(|(key, message)| ConfigError::Invalid {
@@ -375,6 +302,23 @@ pub fn load(explicit: Option<&Path>) -> Result<Loaded, ConfigError> {
         settings,
         source_name,
     })
+}
+
+impl<R> Settings<R> {
+    /// The same settings with `remote` as the `[remote]` section.
+    fn with_remote<T>(self, remote: T) -> Settings<T> {
+        Settings {
+            watch: self.watch,
+            debounce: self.debounce,
+            stability: self.stability,
+            snapshot: self.snapshot,
+            upload: self.upload,
+            linker: self.linker,
+            remote,
+            state: self.state,
+            metrics: self.metrics,
+        }
+    }
 }
 
 impl Settings {
@@ -417,27 +361,18 @@ impl Settings {
             return Err(("stability.logs", e.to_string()));
         }
         self.validate_paths()?;
-        self.validate_remote()
+        self.remote.kind.config().validate()
     }
 
     /// Paths the kernel can take, a drop folder that is not a file, and no two of dropslot's
     /// directories overlapping: a target containing the drop folder overwrote source files, and
     /// a state directory inside it published the ledger and never went idle.
     fn validate_paths(&self) -> Result<(), (&'static str, String)> {
-        let local = self.remote.kind == RemoteKind::Local;
         let mut keyed = vec![
-            ("watch.path", &self.watch.path),
-            ("state.dir", &self.state.dir),
+            ("watch.path", self.watch.path.as_path()),
+            ("state.dir", self.state.dir.as_path()),
         ];
-        if local {
-            keyed.push(("remote.path", &self.remote.path));
-        }
-        if let Some(f) = &self.remote.credentials_file {
-            keyed.push(("remote.credentials_file", f));
-        }
-        if let Some(f) = &self.remote.dircap_file {
-            keyed.push(("remote.dircap_file", f));
-        }
+        keyed.extend(self.remote.kind.config().files());
         for (key, path) in keyed {
             paths::check_length(path).map_err(|e| (key, e))?;
         }
@@ -465,9 +400,9 @@ impl Settings {
         let snapshots = Forms::of(&self.snapshot_dir());
         let w = watch.describe(&self.watch.path);
         let s = state.describe(&self.state.dir);
-        if local {
-            let remote = Forms::of(&self.remote.path);
-            let r = remote.describe(&self.remote.path);
+        if let KindSettings::Local(local) = &self.remote.kind {
+            let remote = Forms::of(&local.path);
+            let r = remote.describe(&local.path);
             let (relation, consequence) = match remote.relation_to(&watch) {
                 Some(Relation::Same) => (
                     "is the same directory as",
@@ -520,107 +455,9 @@ impl Settings {
         Ok(())
     }
 
-    fn validate_remote(&self) -> Result<(), (&'static str, String)> {
-        let r = &self.remote;
-        let required = |key: &'static str, present: bool| {
-            if present {
-                Ok(())
-            } else {
-                Err((
-                    key,
-                    format!("is required for remote.kind = \"{}\"", r.kind_name()),
-                ))
-            }
-        };
-        match r.kind {
-            RemoteKind::Local => Ok(()),
-            RemoteKind::S3 => {
-                required(
-                    "remote.bucket",
-                    r.bucket.as_deref().is_some_and(|b| !b.is_empty()),
-                )?;
-                if r.prefix.starts_with('/') || r.prefix.ends_with('/') {
-                    return Err(("remote.prefix", "must not start or end with '/'".into()));
-                }
-                // S3 refuses parts below 5 MiB (except the last).
-                if r.part_size.as_u64() < 5 * 1024 * 1024 {
-                    return Err((
-                        "remote.part_size",
-                        "must be at least 5MiB (an S3 limit)".into(),
-                    ));
-                }
-                if r.part_size.as_u64() > S3_MAX_OBJECT_PART {
-                    return Err((
-                        "remote.part_size",
-                        "must be at most 5GiB (an S3 limit: the largest part)".into(),
-                    ));
-                }
-                // Also keeps the staging budget (4 x the threshold) from overflowing.
-                if r.multipart_threshold.as_u64() > S3_MAX_OBJECT_PART {
-                    return Err((
-                        "remote.multipart_threshold",
-                        "must be at most 5GiB (an S3 limit: the largest single PUT)".into(),
-                    ));
-                }
-                if r.multipart_threshold.as_u64() < r.part_size.as_u64() {
-                    return Err((
-                        "remote.multipart_threshold",
-                        "must be at least remote.part_size".into(),
-                    ));
-                }
-                if let Some(endpoint) = &r.endpoint {
-                    let url = reqwest::Url::parse(endpoint)
-                        .map_err(|e| ("remote.endpoint", format!("not a URL: {e}")))?;
-                    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-                        return Err((
-                            "remote.endpoint",
-                            "must be an http:// or https:// URL with a host".into(),
-                        ));
-                    }
-                }
-                Ok(())
-            }
-            RemoteKind::Tahoe => {
-                required("remote.dircap_file", r.dircap_file.is_some())?;
-                reqwest::Url::parse(&r.gateway)
-                    .map_err(|e| ("remote.gateway", format!("not a URL: {e}")))?;
-                Ok(())
-            }
-            RemoteKind::Webdav => {
-                required("remote.url", r.url.is_some())?;
-                let url = reqwest::Url::parse(r.url.as_deref().unwrap_or_default())
-                    .map_err(|e| ("remote.url", format!("not a URL: {e}")))?;
-                if !matches!(url.scheme(), "http" | "https") {
-                    return Err(("remote.url", "must be an http:// or https:// URL".into()));
-                }
-                if !url.username().is_empty() || url.password().is_some() {
-                    // URLs end up in error messages; credentials must not.
-                    return Err((
-                        "remote.url",
-                        "must not contain credentials: use remote.username and remote.password"
-                            .into(),
-                    ));
-                }
-                if r.password.is_some() && r.username.is_none() {
-                    return Err((
-                        "remote.username",
-                        "is required when remote.password is set".into(),
-                    ));
-                }
-                Ok(())
-            }
-        }
-    }
-
     /// Files named by the configuration that hold credentials.
     fn secret_files(&self) -> Vec<(&'static str, &Path)> {
-        [
-            ("remote.credentials_file", &self.remote.credentials_file),
-            ("remote.dircap_file", &self.remote.dircap_file),
-        ]
-        .into_iter()
-        .filter_map(|(key, f)| Some((key, f.as_deref()?)))
-        .collect()
+        self.remote.kind.config().secret_files()
     }
 
     /// `file` is the drop folder or below it, as the overlap checks see paths.
@@ -714,7 +551,7 @@ mod tests {
                 .join("config")
                 .join(example);
             let loaded = load(Some(&path)).unwrap_or_else(|e| panic!("{example}: {e}"));
-            assert_ne!(loaded.settings.remote.kind, RemoteKind::Local, "{example}");
+            assert_ne!(loaded.settings.remote.kind_name(), "local", "{example}");
         }
     }
 
@@ -740,6 +577,28 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("remote.kind"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_remote_key_lists_that_kinds_keys_only() {
+        let err = load_str("[remote]\nkind = \"webdav\"\nurl = \"http://h/\"\nbucket = \"b\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("remote") && err.contains("`bucket`"), "{err}");
+        assert!(err.contains("`url`") && err.contains("`password`"), "{err}");
+        assert!(
+            !err.contains("`part_size`") && !err.contains("`path`"),
+            "{err}"
+        );
+        // Values still name their key, and the environment still sets any kind's key.
+        let err = load_str("[remote]\nkind = \"s3\"\nbucket = \"b\"\npart_size = \"lots\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`remote.part_size`"), "{err}");
+        let err = load_str("[remote]\nkind = \"tahoe\"\ntimeout = \"soon\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`remote.timeout`"), "{err}");
     }
 
     #[test]
@@ -823,8 +682,11 @@ mod tests {
                 "{err}"
             );
         }
-        // Only the local remote uses remote.path.
-        load_str("[watch]\npath = \"/x/drop\"\n[remote]\nkind = \"s3\"\nbucket = \"b\"\npath = \"/x/drop\"\n[state]\ndir = \"/y/s\"\n").unwrap();
+        // Only the local remote has remote.path: another kind's is not silently ignored.
+        let err = load_str("[watch]\npath = \"/x/drop\"\n[remote]\nkind = \"s3\"\nbucket = \"b\"\npath = \"/x/drop\"\n[state]\ndir = \"/y/s\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("remote") && err.contains("`path`"), "{err}");
     }
 
     #[test]

@@ -188,11 +188,14 @@ fn a_syntax_error_on_a_secret_line_names_the_key_and_line_but_never_the_value() 
 fn a_config_file_other_users_can_read_draws_one_warning_when_it_holds_a_secret() {
     use std::os::unix::fs::PermissionsExt as _;
     let env = Env::new();
+    // A kind with a password; the local target is not one of its keys.
+    env.drop_local_target();
     let base = std::fs::read_to_string(&env.config).unwrap();
+    let webdav = "kind = \"webdav\"\nurl = \"http://127.0.0.1:9/\"\nusername = \"u\"\n";
     let warnings = |mode: u32, extra: &str| {
         configure(
             &env,
-            &base.replacen("[remote]\n", &format!("[remote]\n{extra}"), 1),
+            &base.replacen("[remote]\n", &format!("[remote]\n{webdav}{extra}"), 1),
         );
         std::fs::set_permissions(&env.config, std::fs::Permissions::from_mode(mode)).unwrap();
         let out = env.command(&["status"]).output().unwrap();
@@ -522,13 +525,19 @@ fn files_holding_secrets_are_never_inside_the_drop_folder_and_warned_about_when_
     use std::os::unix::fs::PermissionsExt as _;
     let env = Env::new();
     let dir = env.dir.path();
+    // Kinds with secrets; the local target is not one of their keys.
+    env.drop_local_target();
     let base = std::fs::read_to_string(&env.config).unwrap();
 
     // The configuration file itself, holding a password, inside the drop folder.
     let inside = env.drop.join("dropslot.toml");
     std::fs::write(
         &inside,
-        base.replacen("[remote]\n", "[remote]\npassword = \"hunter2-secret\"\n", 1),
+        base.replacen(
+            "[remote]\n",
+            "[remote]\nkind = \"webdav\"\nurl = \"http://127.0.0.1:9/\"\nusername = \"u\"\npassword = \"hunter2-secret\"\n",
+            1,
+        ),
     )
     .unwrap();
     std::fs::set_permissions(&inside, std::fs::Permissions::from_mode(0o600)).unwrap();

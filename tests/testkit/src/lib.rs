@@ -64,11 +64,31 @@ impl Env {
         self
     }
 
-    /// Sets `DROPSLOT_<SECTION>__<KEY>` for every later run.
+    /// Sets `DROPSLOT_<SECTION>__<KEY>` for every later run. Choosing another remote kind than
+    /// `local` also takes the local target (`remote.path`) out of the file: each kind accepts
+    /// its own keys only.
     pub fn set(&mut self, section_key: &str, value: &str) -> &mut Self {
+        if section_key == "remote.kind" && value != "local" {
+            self.drop_local_target();
+        }
         let var = format!("DROPSLOT_{}", section_key.to_uppercase().replace('.', "__"));
         self.vars.insert(var, value.to_string());
         self
+    }
+
+    /// Removes the `[remote]` `path` line [`Env::new`] wrote, if it is still there.
+    pub fn drop_local_target(&self) {
+        let line = format!("\npath = {:?}\n", self.target);
+        if let Ok(text) = std::fs::read_to_string(&self.config) {
+            if let Some(at) = text.find("[remote]") {
+                let (head, tail) = text.split_at(at);
+                std::fs::write(
+                    &self.config,
+                    format!("{head}{}", tail.replacen(&line, "\n", 1)),
+                )
+                .unwrap();
+            }
+        }
     }
 
     pub fn command(&self, args: &[&str]) -> Command {

@@ -18,6 +18,9 @@
 //! the way rclone writes them: `x-amz-meta-mtime` (seconds since the epoch with a fraction) and
 //! `x-amz-meta-mode` (octal, with the regular-file type bits, e.g. `100644`).
 
+mod config;
+pub use config::S3Config;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,8 +42,8 @@ use object_store::{
     PutMultipartOptions, PutOptions, PutPayload, RetryConfig,
 };
 
-use super::{body_matches, classify_transport, PUBLISH_CONCURRENCY};
-use crate::config::RemoteConfig;
+use super::http::classify_transport;
+use super::{body_matches, PUBLISH_CONCURRENCY};
 
 /// Staged small files wait in memory for the linker; together they may hold at most this many
 /// times `multipart_threshold`, so staging waits when publishing falls behind.
@@ -94,7 +97,7 @@ pub struct S3Remote {
     part_size: usize,
     staged: Mutex<HashMap<String, StagedObject>>,
     next_token: AtomicU64,
-    /// Credentials as configured, to scrub from error texts (servers echo the key id).
+    /// Credentials as configured, wherever they came from.
     secrets: Vec<String>,
     /// Requests the linker's batches (publishes and their confirmations) may have in flight at
     /// once, across all directories.
@@ -106,8 +109,8 @@ pub struct S3Remote {
 /// Credentials from an AWS shared credentials file (`AWS_PROFILE`, else `default`).
 fn read_credentials_file(file: &Path) -> Result<(String, String), String> {
     let profile = std::env::var("AWS_PROFILE").unwrap_or_else(|_| "default".into());
-    let parsed = config::Config::builder()
-        .add_source(config::File::from(file).format(config::FileFormat::Ini))
+    let parsed = ::config::Config::builder()
+        .add_source(::config::File::from(file).format(::config::FileFormat::Ini))
         .build()
         .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
     let get = |key: &str| {
@@ -215,9 +218,9 @@ fn bucket_host(endpoint: &str, bucket: &str) -> Result<String, String> {
 }
 
 impl S3Remote {
-    pub fn new(config: &RemoteConfig) -> Result<Self, String> {
+    pub fn new(config: &S3Config) -> Result<Self, String> {
         // Config file keys win over a credentials file, which wins over AWS_* variables.
-        let bucket = config.bucket.clone().unwrap_or_default();
+        let bucket = config.bucket.clone();
         // The endpoint as object_store's `from_env` would take it, made explicit so that the
         // addressing can be chosen from it.
         let endpoint = config.endpoint.clone().or_else(|| {
@@ -237,7 +240,7 @@ impl S3Remote {
             .with_client_options(
                 ClientOptions::new()
                     .with_timeout(config.timeout)
-                    .with_connect_timeout(std::time::Duration::from_secs(10)),
+                    .with_connect_timeout(super::http::CONNECT_TIMEOUT),
             );
         if let Some(region) = &config.region {
             builder = builder.with_region(region);
@@ -279,7 +282,6 @@ impl S3Remote {
         ] {
             secrets.extend(std::env::var(var).ok());
         }
-        secrets.retain(|s| s.len() >= 3);
         let store = builder
             .build()
             .map_err(|e| format!("cannot configure the S3 client: {e}"))?;
@@ -416,7 +418,7 @@ impl S3Remote {
                 }
             }
         };
-        self.redact(error)
+        error
     }
 
     /// For an error that wrong addressing causes: which addressing was used, and the setting
@@ -437,12 +439,10 @@ impl S3Remote {
         }
     }
 
-    /// Servers echo parts of a request in their errors; none of it may reach a log.
-    fn redact(&self, mut error: RemoteError) -> RemoteError {
-        for secret in &self.secrets {
-            error.message = error.message.replace(secret.as_str(), "<redacted>");
-        }
-        error
+    /// The credentials it was configured with, for [`super::redacted`] (servers echo the key
+    /// id in their errors).
+    pub fn secrets(&self) -> Vec<String> {
+        self.secrets.clone()
     }
 
     fn stash(&self, object: StagedObject) -> Staged {
@@ -746,10 +746,12 @@ mod tests {
     use super::*;
 
     fn remote(prefix: &str) -> S3Remote {
-        let mut config = crate::config::load(None).unwrap().settings.remote;
-        config.bucket = Some("b".into());
-        config.prefix = prefix.into();
-        config.endpoint = Some("http://127.0.0.1:1".into());
+        let config: S3Config = serde_json::from_value(serde_json::json!({
+            "bucket": "b",
+            "prefix": prefix,
+            "endpoint": "http://127.0.0.1:1",
+        }))
+        .unwrap();
         S3Remote::new(&config).unwrap()
     }
 

@@ -15,6 +15,9 @@
 //! modification time of the source, set on the staged file so the rename publishes them too.
 //! A delete removes the directories it leaves empty, up to (not including) the target.
 
+mod config;
+pub use config::LocalConfig;
+
 use std::io;
 use std::path::{Path, PathBuf};
 

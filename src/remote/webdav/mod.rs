@@ -6,10 +6,13 @@
 //! life of the process), since many servers refuse a PUT into a missing collection.
 //!
 //! Names: every byte of a name other than RFC 3986's unreserved characters is percent-encoded
-//! ([`super::join_url`]), control characters included, so each local name is one distinct URL;
+//! ([`super::http::join_url`]), control characters included, so each local name is one distinct URL;
 //! a name that is not UTF-8 is refused. A publish is confirmed with a HEAD of the published URL
 //! (its `Content-Length`). Modes and modification times are not kept (WebDAV has no portable way
 //! to set them; the server's mtime is the time of the MOVE).
+
+mod config;
+pub use config::WebdavConfig;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -23,10 +26,9 @@ use dropslot_actors::remote::{
 use futures_util::StreamExt;
 use reqwest::{Method, StatusCode, Url};
 
-use super::{
-    body_matches, classify_transport, join_url, staging_name, status_error, PUBLISH_CONCURRENCY,
-};
-use crate::config::{RemoteConfig, Secret};
+use super::http::{classify_transport, join_url, status_error};
+use super::{body_matches, staging_name, PUBLISH_CONCURRENCY};
+use crate::config::Secret;
 
 pub struct WebDavRemote {
     client: reqwest::Client,
@@ -42,17 +44,9 @@ fn method(name: &'static str) -> Method {
 }
 
 impl WebDavRemote {
-    pub fn new(config: &RemoteConfig) -> Result<Self, String> {
-        let mut base = Url::parse(config.url.as_deref().unwrap_or_default())
-            .map_err(|e| format!("remote.url: {e}"))?;
-        if !base.path().ends_with('/') {
-            base.set_path(&format!("{}/", base.path()));
-        }
-        let client = reqwest::Client::builder()
-            .connect_timeout(std::time::Duration::from_secs(10))
-            .read_timeout(config.timeout)
-            .build()
-            .map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
+    pub fn new(config: &WebdavConfig) -> Result<Self, String> {
+        let base = super::http::base_url(&config.url, "remote.url")?;
+        let client = super::http::client(config.timeout)?;
         let credentials = match (&config.username, &config.password) {
             (Some(user), password) => Some((
                 user.clone(),

@@ -18,7 +18,11 @@
 //! kept (Tahoe's metadata `mtime` is the time of linking).
 //!
 //! Caps are secrets: URLs containing them never reach an error message (reqwest errors are
-//! stripped of their URL) and the write-cap is scrubbed from any text the gateway returns.
+//! stripped of their URL) and the write-cap is redacted from any text the gateway returns
+//! ([`super::redacted`]).
+
+mod config;
+pub use config::TahoeConfig;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Component, Path, PathBuf};
@@ -32,8 +36,9 @@ use dropslot_actors::remote::{
 use reqwest::{StatusCode, Url};
 use unicode_normalization::UnicodeNormalization;
 
-use super::{body_matches, classify_transport, join_url};
-use crate::config::{RemoteConfig, Secret};
+use super::body_matches;
+use super::http::{classify_transport, join_url};
+use crate::config::Secret;
 
 pub struct TahoeRemote {
     client: reqwest::Client,
@@ -107,7 +112,7 @@ fn name_problem(path: &Path) -> Option<RemoteError> {
 }
 
 impl TahoeRemote {
-    pub fn new(config: &RemoteConfig) -> Result<Self, String> {
+    pub fn new(config: &TahoeConfig) -> Result<Self, String> {
         let file = config
             .dircap_file
             .as_ref()
@@ -116,16 +121,8 @@ impl TahoeRemote {
             .map_err(|e| format!("remote.dircap_file {}: {e}", file.display()))?;
         let (dircap, base) = parse_dircap(&text)
             .map_err(|e| format!("remote.dircap_file {}: {e}", file.display()))?;
-        let mut gateway =
-            Url::parse(&config.gateway).map_err(|e| format!("remote.gateway: {e}"))?;
-        if !gateway.path().ends_with('/') {
-            gateway.set_path(&format!("{}/", gateway.path()));
-        }
-        let client = reqwest::Client::builder()
-            .connect_timeout(std::time::Duration::from_secs(10))
-            .read_timeout(config.timeout)
-            .build()
-            .map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
+        let gateway = super::http::base_url(&config.gateway, "remote.gateway")?;
+        let client = super::http::client(config.timeout)?;
         Ok(TahoeRemote {
             client,
             gateway,
@@ -182,8 +179,9 @@ impl TahoeRemote {
         Ok(size.map(|size| (size, cap)))
     }
 
-    fn scrub(&self, text: &str) -> String {
-        text.replace(self.dircap.expose(), "<dircap>")
+    /// The write-cap, for [`super::redacted`]: a gateway's traceback may quote it.
+    pub fn dircap_secret(&self) -> String {
+        self.dircap.expose().to_string()
     }
 
     async fn send(
@@ -216,12 +214,10 @@ impl TahoeRemote {
         };
         let message = format!(
             "{context}: the gateway answered {status}: {}",
-            self.scrub(telling.unwrap_or(""))
+            telling.unwrap_or("")
         );
-        if status.is_server_error()
-            || status == StatusCode::GONE
-            || status == StatusCode::TOO_MANY_REQUESTS
-        {
+        // 410: the gateway found too few shares, which servers coming back can cure.
+        if super::http::status_is_transient(status) || status == StatusCode::GONE {
             RemoteError::transient(message)
         } else {
             RemoteError::permanent(message)
