@@ -201,7 +201,19 @@ async fn publish_run(shared: &Shared, run: Vec<Publish>) {
         let results = shared.remote.publish(items.clone()).await;
         let results = confirmed(&*shared.remote, &items, results).await;
         let mut transient = Vec::new();
-        for ((p, attempts), result) in batch.into_iter().zip(results) {
+        for (((p, attempts), result), item) in batch.into_iter().zip(results).zip(&items) {
+            let result = match result {
+                // A retry that fails may follow an attempt that worked but whose answer was lost
+                // (the staged upload is then gone: WebDAV's MOVE says 404, S3's completion
+                // NoSuchUpload): only the remote's content can tell, for every kind alike.
+                Err(e) if attempts > 0 => {
+                    match shared.remote.holds(&p.path, p.meta.size, &p.sha256).await {
+                        Ok(true) => Ok(shared.remote.reference_of(item)),
+                        _ => Err(e),
+                    }
+                }
+                other => other,
+            };
             let attempts = attempts + 1;
             match result {
                 Ok(remote_ref) => published.borrow_mut().push(PublishedFile {

@@ -167,6 +167,12 @@ pub trait Remote: Send + Sync + 'static {
     fn directory_of(&self, path: &Path) -> PathBuf {
         path.parent().map(Path::to_path_buf).unwrap_or_default()
     }
+
+    /// What [`Remote::publish`] returns for `item` when it succeeds: the reference the ledger
+    /// keeps when the linker finds a publish whose answer was lost already in place.
+    fn reference_of(&self, item: &PublishItem) -> RemoteRef {
+        RemoteRef(item.path.display().to_string())
+    }
 }
 
 /// [`Remote::confirm`]'s default, for kinds that add to it: [`confirm_size`] for each item,

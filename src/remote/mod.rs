@@ -272,6 +272,10 @@ impl Remote for ReservedNames {
     fn directory_of(&self, path: &Path) -> PathBuf {
         self.0.directory_of(path)
     }
+
+    fn reference_of(&self, item: &PublishItem) -> RemoteRef {
+        self.0.reference_of(item)
+    }
 }
 
 /// Stages `check`'s probe: fresh content each time, so an earlier probe left on the remote cannot

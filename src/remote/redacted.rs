@@ -126,6 +126,10 @@ impl Remote for Redacted<dyn Remote> {
     fn directory_of(&self, path: &Path) -> PathBuf {
         self.inner.directory_of(path)
     }
+
+    fn reference_of(&self, item: &PublishItem) -> RemoteRef {
+        self.inner.reference_of(item)
+    }
 }
 
 #[async_trait]

@@ -552,22 +552,12 @@ impl S3Remote {
                     .await
                 {
                     Ok(_) => Ok(StagedObject::Multipart { id, parts }),
-                    Err(e) => {
-                        let error =
-                            self.describe_error("cannot complete the upload of", &item.path, e);
-                        // A retried completion fails (AWS: NoSuchUpload) when the answer to the
-                        // first one was lost: the object is then in place, which only its
-                        // content tells. Reading it back costs little next to a failure.
-                        let done_before = Remote::holds(self, &item.path, item.size, &item.sha256)
-                            .await
-                            .unwrap_or(false);
-                        let object = StagedObject::Multipart { id, parts };
-                        if done_before {
-                            Ok(object)
-                        } else {
-                            Err((error, object))
-                        }
-                    }
+                    // A retried completion fails (AWS: NoSuchUpload) when the answer to the first
+                    // one was lost; the linker then reads the object back (`holds`).
+                    Err(e) => Err((
+                        self.describe_error("cannot complete the upload of", &item.path, e),
+                        StagedObject::Multipart { id, parts },
+                    )),
                 }
             }
         };
@@ -620,6 +610,13 @@ impl super::HealthCheck for S3Remote {
 
 #[async_trait]
 impl Remote for S3Remote {
+    fn reference_of(&self, item: &PublishItem) -> RemoteRef {
+        match self.key(&item.path) {
+            Ok(key) => RemoteRef(key.to_string()),
+            Err(_) => RemoteRef(item.path.display().to_string()),
+        }
+    }
+
     fn describe(&self) -> String {
         let prefix = if self.prefix.is_empty() {
             String::new()

@@ -466,6 +466,10 @@ impl TahoeRemote {
 
 #[async_trait]
 impl Remote for TahoeRemote {
+    fn reference_of(&self, item: &PublishItem) -> RemoteRef {
+        RemoteRef(item.staged.0.clone()) // the immutable file's cap, as `publish` links it
+    }
+
     fn describe(&self) -> String {
         let below = if self.base.as_os_str().is_empty() {
             String::new()

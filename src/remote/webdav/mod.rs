@@ -369,11 +369,8 @@ impl WebDavRemote {
             .header("Overwrite", "T");
         match self.send(&context, request).await? {
             s if s.is_success() => Ok(RemoteRef(path.display().to_string())),
-            // The staged file is gone: if the answer to an earlier MOVE was lost, the file is
-            // already in place, which only its content can tell.
-            StatusCode::NOT_FOUND if self.holds(path, item.size, &item.sha256).await? => {
-                Ok(RemoteRef(path.display().to_string()))
-            }
+            // A 404 on a retried MOVE: the answer to the first may have been lost, and the
+            // linker reads the destination back (`holds`).
             s => Err(status_error(&context, s)),
         }
     }
