@@ -94,6 +94,9 @@ pub struct UploadConfig {
     pub retry_failed_after: Duration,
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// Bytes per second for all slots together; 0 (or absent) is unlimited.
+    #[serde(default)]
+    pub bandwidth_limit: ByteSize,
 }
 
 #[derive(Debug, Clone, Deserialize)]

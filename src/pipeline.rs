@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use anyhow::Context as _;
+use dropslot_actors::bandwidth::Bandwidth;
 use dropslot_actors::debouncer::{DebounceSettings, Debouncer};
 use dropslot_actors::ledger::{Ledger, LedgerHandle};
 use dropslot_actors::linker::{Linker, LinkerSettings};
@@ -115,6 +116,7 @@ impl Pipeline {
             tracker: tracker.clone(),
             linker: linker.clone(),
             snapshots,
+            bandwidth: Bandwidth::per_second(settings.upload.bandwidth_limit.as_u64()),
         });
         for slot in 0..settings.upload.slots {
             let (slot_ledger, slot_stats) = new_stats(format!("slot-{slot}"));

@@ -17,6 +17,7 @@ use std::time::Instant;
 use actix::prelude::*;
 use bytes::Bytes;
 
+use crate::bandwidth::Bandwidth;
 use crate::confined::{refusal, DropRoot};
 use crate::events::{Cadence, FailedStep, InternalEvent, UploadFailed};
 use crate::fileinfo::{hash_stream, is_gone, open_regular, ContentHash, FileMeta};
@@ -45,6 +46,8 @@ pub struct SlotDeps {
     pub tracker: Tracker,
     pub linker: Addr<Linker>,
     pub snapshots: Arc<SnapshotArea>,
+    /// `upload.bandwidth_limit`, one bucket for all slots; `None` when unlimited.
+    pub bandwidth: Option<Bandwidth>,
 }
 
 pub struct UploadSlot {
@@ -344,9 +347,19 @@ async fn upload_once(
         let unchanged = matches!((fd, at_path), (Ok(a), Ok(b)) if a == expected && b == expected);
         (read, unchanged)
     });
-    let content: ContentStream = Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|chunk| (chunk, rx))
-    }));
+    // The limit is charged as the remote takes each chunk, so it holds for every remote kind.
+    let bandwidth = deps.bandwidth.clone();
+    let content: ContentStream = Box::pin(futures_util::stream::unfold(
+        (rx, bandwidth),
+        |(mut rx, bandwidth)| async move {
+            let chunk = rx.recv().await?;
+            if let (Ok(bytes), Some(limit)) = (&chunk, &bandwidth) {
+                limit.take(bytes.len()).await;
+            }
+            Some((chunk, (rx, bandwidth)))
+        },
+    ));
+    tracing::debug!(path = %path.display(), size = expected.size, "upload started");
     let staged = deps
         .remote
         .stage(path, expected.size, attributes, content)
