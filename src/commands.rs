@@ -12,6 +12,7 @@ use crate::config::{self, Loaded};
 use crate::ledger::SqliteLedger;
 use crate::pipeline::Pipeline;
 use crate::remote;
+use crate::systemd;
 
 /// How a command ended, as a process exit code.
 pub type ExitCode = u8;
@@ -76,11 +77,30 @@ pub fn run(loaded: Loaded, once: bool) -> anyhow::Result<ExitCode> {
         }
         let pipeline = Pipeline::start(&settings, remote, ledger.clone())?;
         let shutdown_timeout = settings.upload.shutdown_timeout;
+        // Ready once the health check ran and the first scan started; the pings that follow are
+        // sent from this thread, the actors' thread, so a stalled actor stops them.
+        let notifier = systemd::Notifier::from_env();
+        let keep_alive = async {
+            match &notifier {
+                Some(n) => {
+                    n.send(&format!("READY=1\nSTATUS={}", pipeline.status_line()));
+                    n.keep_alive(|| pipeline.status_line()).await
+                }
+                None => std::future::pending().await,
+            }
+        };
+        let stopping = || {
+            if let Some(n) = &notifier {
+                n.send("STOPPING=1");
+            }
+        };
         if once {
             let stopped = tokio::select! {
                 _ = pipeline.wait_idle() => false,
                 _ = stop_requested => true,
+                _ = keep_alive => unreachable!("keep_alive never ends"),
             };
+            stopping();
             if stopped {
                 tracing::info!("stopping before everything was done");
                 pipeline.shutdown(shutdown_timeout).await;
@@ -96,7 +116,11 @@ pub fn run(loaded: Loaded, once: bool) -> anyhow::Result<ExitCode> {
             }
             return report_failures(&ledger);
         }
-        stop_requested.await;
+        tokio::select! {
+            _ = stop_requested => {},
+            _ = keep_alive => unreachable!("keep_alive never ends"),
+        }
+        stopping();
         tracing::info!("stopping: no new uploads start; running ones may finish");
         pipeline.shutdown(shutdown_timeout).await;
         Ok(EXIT_OK)

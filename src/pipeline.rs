@@ -247,6 +247,19 @@ impl Pipeline {
         self.log_summary();
     }
 
+    /// One line for a service manager's status (systemd's STATUS=): files published and failed
+    /// in this run, and paths in the pipeline now.
+    pub fn status_line(&self) -> String {
+        use std::sync::atomic::Ordering::Relaxed;
+        let published: u64 = self.stats.iter().map(|s| s.published.load(Relaxed)).sum();
+        let failed: u64 = self.stats.iter().map(|s| s.errors.load(Relaxed)).sum();
+        format!(
+            "published {published}, pending {}, uploading {}, failed {failed}",
+            self.paths.len(),
+            self.paths.in_transfer()
+        )
+    }
+
     /// One summary line per actor, then the totals.
     pub fn log_summary(&self) {
         use std::sync::atomic::Ordering::Relaxed;

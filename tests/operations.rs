@@ -1,8 +1,11 @@
 //! Running dropslot in production, end to end with the real binary: the upload bandwidth limit
-//! against the local remote and nginx WebDAV on loopback, and the systemd notify protocol.
+//! against the local remote and nginx WebDAV on loopback, and the systemd notify protocol (a
+//! test socket stands in for systemd, which tests cannot run under) and unit file.
 
 use dropslot_testkit as common;
 
+use std::os::unix::net::UnixDatagram;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use common::servers::Server;
@@ -91,4 +94,169 @@ fn bandwidth_limit_holds_the_average_rate_to_webdav() {
     use_webdav(&mut env);
     let unlimited = timed_upload(&mut env, "webdav, unlimited");
     assert_limited(limited, unlimited);
+}
+
+/// What a `NOTIFY_SOCKET` received, with when.
+type Received = Arc<Mutex<Vec<(Instant, String)>>>;
+
+/// Binds a datagram socket where systemd's would be and collects every message in a thread.
+fn notify_socket(dir: &std::path::Path) -> (std::path::PathBuf, Received) {
+    let path = dir.join("notify.sock");
+    let socket = UnixDatagram::bind(&path).unwrap();
+    let received: Received = Arc::default();
+    let sink = received.clone();
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 4096];
+        while let Ok(n) = socket.recv(&mut buf) {
+            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+            for line in text.lines() {
+                sink.lock().unwrap().push((Instant::now(), line.to_owned()));
+            }
+        }
+    });
+    (path, received)
+}
+
+fn count(received: &Received, prefix: &str) -> usize {
+    let lines = received.lock().unwrap();
+    lines.iter().filter(|(_, l)| l.starts_with(prefix)).count()
+}
+
+#[test]
+fn daemon_speaks_the_systemd_notify_protocol() {
+    let mut env = Env::new();
+    let (socket, received) = notify_socket(env.dir.path());
+    // A 1 s watchdog: pings every half of it.
+    env.vars
+        .insert("NOTIFY_SOCKET".into(), socket.display().to_string());
+    env.vars.insert("WATCHDOG_USEC".into(), "1000000".into());
+    let spawned = Instant::now();
+    let daemon = env.spawn();
+    wait_until("READY=1", Some(&daemon), || {
+        count(&received, "READY=1") == 1
+    });
+    let ready_after = spawned.elapsed();
+    assert!(
+        daemon.log_text().contains("remote health check passed"),
+        "READY=1 before the start-up health check"
+    );
+    env.write("hello.txt", b"hello");
+    wait_until("a STATUS= with the publish", Some(&daemon), || {
+        received
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(_, l)| l.starts_with("STATUS=published 1,"))
+    });
+    wait_until("five watchdog pings", Some(&daemon), || {
+        count(&received, "WATCHDOG=1") >= 5
+    });
+    let pings: Vec<Instant> = received
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, l)| l == "WATCHDOG=1")
+        .map(|(t, _)| *t)
+        .collect();
+    let gaps: Vec<f64> = pings
+        .windows(2)
+        .map(|w| (w[1] - w[0]).as_secs_f64())
+        .collect();
+    let max_gap = gaps.iter().cloned().fold(0.0, f64::max);
+    assert!(
+        max_gap < 1.0,
+        "a watchdog ping came {max_gap:.2} s after the previous one (timeout 1 s)"
+    );
+    assert_eq!(count(&received, "STOPPING=1"), 0);
+    daemon.stop_cleanly();
+    // The receiver thread may take a moment to see the last datagram.
+    wait_until("STOPPING=1", None, || count(&received, "STOPPING=1") == 1);
+    let statuses = count(&received, "STATUS=");
+    let last_status = received
+        .lock()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|(_, l)| l.starts_with("STATUS="))
+        .map(|(_, l)| l.clone())
+        .unwrap();
+    println!(
+        "FIGURE systemd notify: READY=1 {:.2} s after spawn, {statuses} STATUS= lines (last {last_status:?}), {} WATCHDOG=1 with gaps {:.2}-{max_gap:.2} s for a 1 s watchdog, STOPPING=1 on SIGTERM",
+        ready_after.as_secs_f64(),
+        pings.len(),
+        gaps.iter().cloned().fold(f64::MAX, f64::min),
+    );
+
+    // Without WATCHDOG_USEC (or with another process's WATCHDOG_PID) nothing pings.
+    let mut env = Env::new();
+    let (socket, received) = notify_socket(env.dir.path());
+    env.vars
+        .insert("NOTIFY_SOCKET".into(), socket.display().to_string());
+    env.vars.insert("WATCHDOG_USEC".into(), "1000000".into());
+    env.vars.insert("WATCHDOG_PID".into(), "1".into());
+    let daemon = env.spawn();
+    wait_until("READY=1", Some(&daemon), || {
+        count(&received, "READY=1") == 1
+    });
+    wait_until("two STATUS= refreshes", Some(&daemon), || {
+        count(&received, "STATUS=") >= 3
+    });
+    assert_eq!(count(&received, "WATCHDOG=1"), 0, "pinged for another pid");
+    daemon.stop_cleanly();
+}
+
+#[test]
+fn the_service_unit_passes_systemd_analyze_verify() {
+    let unit = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/dropslot.service");
+    let text = std::fs::read_to_string(&unit).unwrap();
+    for line in [
+        "Type=notify",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "ProtectHome=yes",
+        "PrivateTmp=yes",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "{line} missing from the unit"
+        );
+    }
+    assert!(text.lines().any(|l| l.starts_with("WatchdogSec=")));
+    assert!(text
+        .lines()
+        .any(|l| l.starts_with("ReadWritePaths=") && l.contains("/var/lib/dropslot")));
+    if std::process::Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        println!(
+            "SKIPPED systemd-analyze verify: systemd-analyze is not installed (package systemd)"
+        );
+        return;
+    }
+    // verify checks that ExecStart's program exists: point it at the binary under test.
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("dropslot.service");
+    let binary = dropslot_binary();
+    std::fs::write(
+        &copy,
+        text.replace("/usr/local/bin/dropslot", &binary.display().to_string()),
+    )
+    .unwrap();
+    let out = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&copy)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "systemd-analyze verify failed: {stderr}"
+    );
+    assert!(
+        !stderr.contains("dropslot.service"),
+        "systemd-analyze verify warns about the unit: {stderr}"
+    );
+    println!("FIGURE systemd-analyze verify config/dropslot.service: ok, no warnings");
 }
