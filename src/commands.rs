@@ -42,6 +42,7 @@ pub fn run(loaded: Loaded, once: bool) -> anyhow::Result<ExitCode> {
             drop_folder = %settings.watch.path.display(),
             remote = %remote.describe(),
             slots = settings.upload.slots,
+            bandwidth_limit = %settings.upload.bandwidth_limit,
             config = %loaded.source_name,
             "starting"
         );

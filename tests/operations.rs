@@ -70,6 +70,47 @@ fn bandwidth_limit_holds_the_average_rate_to_the_local_remote() {
 }
 
 #[test]
+fn bandwidth_limit_is_shared_by_the_slots() {
+    let mut env = Env::new();
+    env.set("upload.bandwidth_limit", &format!("{LIMIT_MIB}MiB"))
+        .set("upload.slots", "4")
+        .log_level("info,dropslot_actors::uploader=debug");
+    let names = ["a.bin", "b.bin", "c.bin"];
+    for name in names {
+        write_large_file(&env.drop.join(name), FILE_MIB / 3);
+    }
+    let daemon = env.spawn();
+    wait_until("the first upload starts", Some(&daemon), || {
+        daemon.log_text().contains("upload started")
+    });
+    let started = Instant::now();
+    // Uploads started when the first file was published: all three ran side by side.
+    let mut concurrent = None;
+    wait_until("all three files are published", Some(&daemon), || {
+        let done = names.iter().filter(|n| env.uploads(n) == 1).count();
+        if done > 0 && concurrent.is_none() {
+            concurrent = Some(daemon.log_text().matches("upload started").count());
+        }
+        done == names.len()
+    });
+    let secs = started.elapsed().as_secs_f64();
+    let concurrent = concurrent.unwrap();
+    daemon.stop_cleanly();
+    let rate = FILE_MIB as f64 / secs;
+    println!(
+        "FIGURE bandwidth shared: 3 files of {} MiB side by side ({concurrent} started before the first was published) in {secs:.2} s = {rate:.2} MiB/s in all (limit {LIMIT_MIB} MiB/s)",
+        FILE_MIB / 3
+    );
+    assert_eq!(concurrent, 3);
+    let off = (rate / LIMIT_MIB as f64 - 1.0).abs();
+    assert!(
+        off <= 0.15,
+        "{rate:.2} MiB/s in all, {:.0}% off the limit",
+        off * 100.0
+    );
+}
+
+#[test]
 fn bandwidth_limit_holds_the_average_rate_to_webdav() {
     let Some(server) = Server::nginx(None) else {
         return;
