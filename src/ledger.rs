@@ -48,6 +48,17 @@ pub struct SqliteLedger {
     conn: Mutex<Connection>,
 }
 
+/// A ledger entry as `dropslot verify` sees it.
+#[derive(Clone, Debug)]
+pub struct KnownFile {
+    pub path: PathBuf,
+    /// Recorded as published (not pending or failed).
+    pub published: bool,
+    pub size: u64,
+    /// The hash of the last published content.
+    pub sha256: Option<ContentHash>,
+}
+
 /// Counts and failures for `dropslot status`.
 #[derive(Debug, Serialize)]
 pub struct StatusReport {
@@ -212,6 +223,48 @@ impl SqliteLedger {
                 failures,
                 waiting_for_writer,
             })
+        })
+    }
+
+    /// Every entry the ledger knows, for `dropslot verify`.
+    pub fn entries(&self) -> Result<Vec<KnownFile>, LedgerError> {
+        self.with(|c| {
+            let mut stmt =
+                c.prepare("SELECT path, status, size, sha256 FROM files ORDER BY path")?;
+            let rows = stmt
+                .query_map([], |r| {
+                    let path: Vec<u8> = r.get(0)?;
+                    let status: String = r.get(1)?;
+                    let sha: Option<Vec<u8>> = r.get(3)?;
+                    Ok(KnownFile {
+                        path: PathBuf::from(OsStr::from_bytes(&path)),
+                        published: status == "published",
+                        size: r.get::<_, i64>(2)? as u64,
+                        sha256: sha.and_then(|s| ContentHash::try_from(s.as_slice()).ok()),
+                    })
+                })?
+                .collect();
+            rows
+        })
+    }
+
+    /// Marks `paths` as failed with `reason`, so the next `run` finds them not published and
+    /// uploads them again through the usual pipeline (`dropslot verify --repair`). The hash of
+    /// the last publish is dropped: it no longer describes what the remote holds, and keeping it
+    /// would let the upload skip a file whose content did not change.
+    pub fn mark_for_upload(&self, paths: &[PathBuf], reason: &str) -> Result<(), LedgerError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            {
+                let mut stmt = tx.prepare_cached(
+                    "UPDATE files SET status = 'failed', sha256 = NULL, attempts = 0, last_error = ?2
+                     WHERE path = ?1",
+                )?;
+                for path in paths {
+                    stmt.execute(params![path_bytes(path), reason])?;
+                }
+            }
+            tx.commit()
         })
     }
 

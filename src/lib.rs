@@ -8,3 +8,4 @@ pub mod ledger;
 pub mod logging;
 pub mod pipeline;
 pub mod remote;
+pub mod verify;
