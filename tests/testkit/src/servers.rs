@@ -305,8 +305,8 @@ impl Server {
         let file = tempfile::NamedTempFile::new().unwrap();
         if let Some(body) = body {
             std::fs::write(file.path(), body).unwrap();
-            cmd.arg("--data-binary")
-                .arg(format!("@{}", file.path().display()));
+            // `--upload-file`, not `--data-binary`: a form content type made moto store nothing.
+            cmd.arg("--upload-file").arg(file.path());
         }
         let out = cmd
             .arg(format!("{}/{bucket}/{key}", self.url()))
