@@ -512,3 +512,45 @@ impl WebDavRemote {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listings_from_nginx_and_apache_give_names_sizes_and_collections() {
+        // nginx-dav-ext: relative hrefs, `D:` prefix, empty resourcetype for files.
+        let nginx = r#"<?xml version="1.0" encoding="utf-8" ?>
+<D:multistatus xmlns:D="DAV:">
+<D:response><D:href>/drops/</D:href><D:propstat><D:prop><D:resourcetype><D:collection/></D:resourcetype></D:prop></D:propstat></D:response>
+<D:response><D:href>/drops/a%20b.txt</D:href><D:propstat><D:prop><D:getcontentlength>12</D:getcontentlength><D:resourcetype></D:resourcetype></D:prop></D:propstat></D:response>
+<D:response><D:href>/drops/d/</D:href><D:propstat><D:prop><D:resourcetype><D:collection/></D:resourcetype></D:prop></D:propstat></D:response>
+</D:multistatus>"#;
+        let entries = parse_multistatus(nginx).unwrap();
+        assert_eq!(entries.len(), 3);
+        let names: Vec<_> = entries
+            .iter()
+            .map(|e| (child_name("/drops/", &e.href), e.collection, e.size))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                (None, true, None),
+                (Some(PathBuf::from("a b.txt")), false, Some(12)),
+                (Some(PathBuf::from("d")), true, None),
+            ]
+        );
+        // Apache mod_dav: full URLs, `lp1:` prefixes, entities in names.
+        let apache = r#"<?xml version="1.0" encoding="utf-8"?>
+<D:multistatus xmlns:D="DAV:" xmlns:ns0="DAV:">
+<D:response xmlns:lp1="DAV:"><D:href>http://h/x/R&amp;D.txt</D:href><D:propstat><D:prop><lp1:resourcetype/><lp1:getcontentlength>7</lp1:getcontentlength></D:prop></D:propstat></D:response>
+</D:multistatus>"#;
+        let entries = parse_multistatus(apache).unwrap();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(
+            child_name("/x/", &entries[0].href),
+            Some(PathBuf::from("R&D.txt"))
+        );
+        assert_eq!((entries[0].collection, entries[0].size), (false, Some(7)));
+    }
+}
