@@ -12,11 +12,14 @@ use std::time::Instant;
 use common::servers::{Server, TahoeGrid};
 use common::*;
 
+type Put = Box<dyn Fn(&str, &[u8])>;
+type Get = Box<dyn Fn(&str) -> Option<Vec<u8>>>;
+
 /// Changes made to the remote behind dropslot's back, and an independent read of it.
 struct Behind {
     delete: Box<dyn Fn(&str)>,
-    put: Box<dyn Fn(&str, &[u8])>,
-    get: Box<dyn Fn(&str) -> Option<Vec<u8>>>,
+    put: Put,
+    get: Get,
 }
 
 /// A remote that is a directory on this machine (the local remote, nginx's document root).

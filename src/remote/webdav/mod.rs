@@ -253,11 +253,9 @@ fn parse_multistatus(body: &str) -> Result<Vec<DavEntry>, quick_xml::Error> {
                 }
                 element = name;
             }
-            Event::Empty(e) => {
-                if e.local_name().as_ref().eq_ignore_ascii_case(b"collection") {
-                    if let Some(c) = current.as_mut() {
-                        c.collection = true
-                    }
+            Event::Empty(e) if e.local_name().as_ref().eq_ignore_ascii_case(b"collection") => {
+                if let Some(c) = current.as_mut() {
+                    c.collection = true
                 }
             }
             Event::Text(t) => {
