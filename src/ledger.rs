@@ -440,6 +440,49 @@ mod tests {
     use super::*;
 
     #[test]
+    fn entries_marked_for_upload_are_failed_with_the_reason_and_no_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = SqliteLedger::open(&dir.path().join("l.sqlite")).unwrap();
+        let meta = FileMeta {
+            size: 5,
+            mtime_ns: 1,
+            ctime_ns: 2,
+            inode: 3,
+        };
+        let published = |name: &str| PublishedFile {
+            path: PathBuf::from(name),
+            meta,
+            sha256: [1; 32],
+            remote_ref: name.into(),
+        };
+        ledger
+            .record_published(&[published("a"), published("b")])
+            .unwrap();
+        ledger
+            .mark_for_upload(&[PathBuf::from("a")], "lost by the remote")
+            .unwrap();
+        let a = ledger.lookup(Path::new("a")).unwrap().unwrap();
+        assert_eq!(a.status, EntryStatus::Failed);
+        assert_eq!(a.sha256, None);
+        assert_eq!(a.last_error.as_deref(), Some("lost by the remote"));
+        assert!(!a.is_published_as(&meta));
+        let entries = ledger.entries().unwrap();
+        let summary: Vec<_> = entries
+            .iter()
+            .map(|e| {
+                (
+                    e.path.to_str().unwrap(),
+                    e.published,
+                    e.size,
+                    e.sha256.is_some(),
+                )
+            })
+            .collect();
+        assert_eq!(summary, [("a", false, 5, false), ("b", true, 5, true)]);
+        assert_eq!(ledger.status().unwrap().failed, 1);
+    }
+
+    #[test]
     fn published_entries_round_trip_with_non_utf8_names() {
         let dir = tempfile::tempdir().unwrap();
         let ledger = SqliteLedger::open(&dir.path().join("l.sqlite")).unwrap();

@@ -197,6 +197,8 @@ fn text_report_names_each_difference_and_a_vanished_source_is_not_repaired() {
     std::fs::remove_file(env.drop.join("gone.txt")).unwrap();
     std::fs::remove_file(env.target.join("gone.txt")).unwrap();
     env.write("fresh.txt", b"not uploaded yet\n");
+    // Leftovers of interrupted uploads are dropslot's own names, not extra objects.
+    std::fs::write(env.target.join(".dropslot-0123456789abcdef.partial"), b"x").unwrap();
     let out = env.command(&["verify", "--repair"]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{text}");
@@ -209,6 +211,7 @@ fn text_report_names_each_difference_and_a_vanished_source_is_not_repaired() {
         "{text}"
     );
     assert!(text.contains("no longer in the drop folder"), "{text}");
+    assert!(text.contains("extra: 0\n"), "{text}");
     assert!(text.trim_end().ends_with("NOT equal"), "{text}");
     eprintln!("FIGURE verify text: exit 1, 1 missing (source gone: not repaired), 1 unpublished");
 }
