@@ -1,4 +1,4 @@
-//! The commands: `run` (the daemon, or `--once`), `status`, `check` and `rebuild-ledger`. Owns what each
+//! The commands: `run` (the daemon, or `--once`), `status`, `check`, `verify` and `rebuild-ledger`. Owns what each
 //! command prints and its exit code; the work is done by the pipeline, the ledger and the remote.
 
 use std::path::{Path, PathBuf};
@@ -275,6 +275,45 @@ pub fn check(loaded: Loaded) -> anyhow::Result<ExitCode> {
             Ok(EXIT_FAILED)
         }
     }
+}
+
+/// `dropslot verify`: compares the remote with the ledger and the drop folder of the configured
+/// folder ([`crate::verify`]); exit 0 when they agree, 1 otherwise. With `repair`, what the remote
+/// lost or holds differently is marked in the ledger for the next `run` to upload again.
+pub fn verify(loaded: Loaded, deep: bool, json: bool, repair: bool) -> anyhow::Result<ExitCode> {
+    let settings = &loaded.settings;
+    let remote = match remote::build(&settings.remote) {
+        Ok(remote) => remote,
+        Err(e) => return Ok(config_error(&e)),
+    };
+    let ledger = open_ledger(&loaded)?;
+    let local_files = regular_files(
+        &settings.watch.path,
+        &settings.ignore_rules().context("watch.ignore")?,
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let report = runtime.block_on(
+        crate::verify::Verify {
+            remote,
+            ledger: &ledger,
+            folder: &settings.watch.path,
+            local_files,
+            deep,
+            repair,
+            concurrency: settings.upload.slots,
+        }
+        .run(),
+    )?;
+    if json {
+        let mut value = serde_json::to_value(&report)?;
+        value["equal"] = serde_json::Value::Bool(report.equal());
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        crate::verify::print_text(&report);
+    }
+    Ok(if report.equal() { EXIT_OK } else { EXIT_FAILED })
 }
 
 /// `dropslot rebuild-ledger`: replaces a damaged or lost ledger. The old file (if any) is kept

@@ -48,6 +48,17 @@ pub struct SqliteLedger {
     conn: Mutex<Connection>,
 }
 
+/// A ledger entry as `dropslot verify` sees it.
+#[derive(Clone, Debug)]
+pub struct KnownFile {
+    pub path: PathBuf,
+    /// Recorded as published (not pending or failed).
+    pub published: bool,
+    pub size: u64,
+    /// The hash of the last published content.
+    pub sha256: Option<ContentHash>,
+}
+
 /// Counts and failures for `dropslot status`.
 #[derive(Debug, Serialize)]
 pub struct StatusReport {
@@ -212,6 +223,48 @@ impl SqliteLedger {
                 failures,
                 waiting_for_writer,
             })
+        })
+    }
+
+    /// Every entry the ledger knows, for `dropslot verify`.
+    pub fn entries(&self) -> Result<Vec<KnownFile>, LedgerError> {
+        self.with(|c| {
+            let mut stmt =
+                c.prepare("SELECT path, status, size, sha256 FROM files ORDER BY path")?;
+            let rows = stmt
+                .query_map([], |r| {
+                    let path: Vec<u8> = r.get(0)?;
+                    let status: String = r.get(1)?;
+                    let sha: Option<Vec<u8>> = r.get(3)?;
+                    Ok(KnownFile {
+                        path: PathBuf::from(OsStr::from_bytes(&path)),
+                        published: status == "published",
+                        size: r.get::<_, i64>(2)? as u64,
+                        sha256: sha.and_then(|s| ContentHash::try_from(s.as_slice()).ok()),
+                    })
+                })?
+                .collect();
+            rows
+        })
+    }
+
+    /// Marks `paths` as failed with `reason`, so the next `run` finds them not published and
+    /// uploads them again through the usual pipeline (`dropslot verify --repair`). The hash of
+    /// the last publish is dropped: it no longer describes what the remote holds, and keeping it
+    /// would let the upload skip a file whose content did not change.
+    pub fn mark_for_upload(&self, paths: &[PathBuf], reason: &str) -> Result<(), LedgerError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            {
+                let mut stmt = tx.prepare_cached(
+                    "UPDATE files SET status = 'failed', sha256 = NULL, attempts = 0, last_error = ?2
+                     WHERE path = ?1",
+                )?;
+                for path in paths {
+                    stmt.execute(params![path_bytes(path), reason])?;
+                }
+            }
+            tx.commit()
         })
     }
 
@@ -385,6 +438,49 @@ impl SqliteLedger {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn entries_marked_for_upload_are_failed_with_the_reason_and_no_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = SqliteLedger::open(&dir.path().join("l.sqlite")).unwrap();
+        let meta = FileMeta {
+            size: 5,
+            mtime_ns: 1,
+            ctime_ns: 2,
+            inode: 3,
+        };
+        let published = |name: &str| PublishedFile {
+            path: PathBuf::from(name),
+            meta,
+            sha256: [1; 32],
+            remote_ref: name.into(),
+        };
+        ledger
+            .record_published(&[published("a"), published("b")])
+            .unwrap();
+        ledger
+            .mark_for_upload(&[PathBuf::from("a")], "lost by the remote")
+            .unwrap();
+        let a = ledger.lookup(Path::new("a")).unwrap().unwrap();
+        assert_eq!(a.status, EntryStatus::Failed);
+        assert_eq!(a.sha256, None);
+        assert_eq!(a.last_error.as_deref(), Some("lost by the remote"));
+        assert!(!a.is_published_as(&meta));
+        let entries = ledger.entries().unwrap();
+        let summary: Vec<_> = entries
+            .iter()
+            .map(|e| {
+                (
+                    e.path.to_str().unwrap(),
+                    e.published,
+                    e.size,
+                    e.sha256.is_some(),
+                )
+            })
+            .collect();
+        assert_eq!(summary, [("a", false, 5, false), ("b", true, 5, true)]);
+        assert_eq!(ledger.status().unwrap().failed, 1);
+    }
 
     #[test]
     fn published_entries_round_trip_with_non_utf8_names() {

@@ -9,3 +9,4 @@ pub mod logging;
 pub mod pipeline;
 pub mod remote;
 pub mod systemd;
+pub mod verify;

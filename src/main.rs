@@ -45,6 +45,21 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Compare the remote with the ledger and the drop folder (the configured folder): missing,
+    /// extra and different objects. Exit 0 when equal, 1 otherwise.
+    Verify {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Also read every published file back and compare its SHA-256 (not only its size).
+        #[arg(long)]
+        deep: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Mark missing and different files in the ledger so the next `run` uploads them again.
+        #[arg(long)]
+        repair: bool,
+    },
     /// Replace a damaged or lost ledger: keep the old file aside, record every file the remote
     /// already holds with the same content, leave the rest for the next run.
     RebuildLedger {
@@ -60,6 +75,15 @@ fn main() -> ExitCode {
         Command::Run { config, once } => (config, Box::new(move |l| commands::run(l, once))),
         Command::Status { config, json } => (config, Box::new(move |l| commands::status(l, json))),
         Command::Check { config } => (config, Box::new(commands::check)),
+        Command::Verify {
+            config,
+            deep,
+            json,
+            repair,
+        } => (
+            config,
+            Box::new(move |l| commands::verify(l, deep, json, repair)),
+        ),
         Command::RebuildLedger { config } => (config, Box::new(commands::rebuild_ledger)),
     };
     let loaded = match commands::load_config(config) {

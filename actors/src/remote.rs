@@ -57,6 +57,14 @@ impl FileAttributes {
     }
 }
 
+/// A file a remote holds, as [`Remote::list`] found it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listed {
+    /// Relative to the target, like the drop folder's names.
+    pub path: PathBuf,
+    pub size: u64,
+}
+
 /// One staged upload to publish under `path` (relative to the drop folder).
 #[derive(Clone, Debug)]
 pub struct PublishItem {
@@ -157,6 +165,17 @@ pub trait Remote: Send + Sync + 'static {
         _sha256: &ContentHash,
     ) -> Result<bool, RemoteError> {
         Ok(false)
+    }
+
+    /// Every file the remote holds under the target (names relative to it, dropslot's own
+    /// staging names included), with its size, read from the remote itself: what `dropslot
+    /// verify` compares with the ledger. The default is a permanent error for kinds that cannot
+    /// list.
+    async fn list(&self) -> Result<Vec<Listed>, RemoteError> {
+        Err(RemoteError::permanent(format!(
+            "{}: this kind of remote cannot list what it holds",
+            self.describe()
+        )))
     }
 
     /// Removes the published file `path`; a file that is not there is not an error.

@@ -26,7 +26,7 @@ use async_trait::async_trait;
 use dropslot_actors::fileinfo::ContentHash;
 pub use dropslot_actors::remote::PUBLISH_CONCURRENCY;
 use dropslot_actors::remote::{
-    ContentStream, FileAttributes, PublishItem, Remote, RemoteError, RemoteRef, Staged,
+    ContentStream, FileAttributes, Listed, PublishItem, Remote, RemoteError, RemoteRef, Staged,
 };
 
 pub use config::{OnDelete, RemoteConfig};
@@ -258,6 +258,10 @@ impl Remote for ReservedNames {
             return Ok(false);
         }
         self.0.holds(path, size, sha256).await
+    }
+
+    async fn list(&self) -> Result<Vec<Listed>, RemoteError> {
+        self.0.list().await
     }
 
     async fn delete(&self, path: &Path) -> Result<(), RemoteError> {

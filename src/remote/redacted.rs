@@ -11,7 +11,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use dropslot_actors::fileinfo::ContentHash;
 use dropslot_actors::remote::{
-    ContentStream, FileAttributes, PublishItem, Remote, RemoteError, RemoteRef, Staged,
+    ContentStream, FileAttributes, Listed, PublishItem, Remote, RemoteError, RemoteRef, Staged,
 };
 
 use super::{CheckFailure, HealthCheck, Report};
@@ -117,6 +117,10 @@ impl Remote for Redacted<dyn Remote> {
     ) -> Result<bool, RemoteError> {
         self.secrets
             .result(self.inner.holds(path, size, sha256).await)
+    }
+
+    async fn list(&self) -> Result<Vec<Listed>, RemoteError> {
+        self.secrets.result(self.inner.list().await)
     }
 
     async fn delete(&self, path: &Path) -> Result<(), RemoteError> {

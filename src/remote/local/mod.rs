@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 use dropslot_actors::fileinfo::{hash_file, is_gone, ContentHash};
 use dropslot_actors::remote::{
-    ContentStream, FileAttributes, PublishItem, Remote, RemoteError, RemoteRef, Staged,
+    ContentStream, FileAttributes, Listed, PublishItem, Remote, RemoteError, RemoteRef, Staged,
 };
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
@@ -230,6 +230,47 @@ impl super::HealthCheck for LocalRemote {
     }
 }
 
+/// Every regular file below `root` with its size; links are not followed (the local remote
+/// never makes one, so a link is not something dropslot published). A target that does not
+/// exist holds nothing.
+fn list_tree(root: &Path) -> Result<Vec<Listed>, RemoteError> {
+    let mut found = Vec::new();
+    let mut dirs = vec![PathBuf::new()];
+    while let Some(dir) = dirs.pop() {
+        let entries = match std::fs::read_dir(root.join(&dir)) {
+            Ok(entries) => entries,
+            Err(e) if dir.as_os_str().is_empty() && e.kind() == io::ErrorKind::NotFound => {
+                return Ok(found)
+            }
+            Err(e) => {
+                return Err(classify(
+                    format!("cannot list {}", root.join(&dir).display()),
+                    e,
+                ))
+            }
+        };
+        for entry in entries {
+            let entry =
+                entry.map_err(|e| classify(format!("cannot list {}", root.join(&dir).display()), e))?;
+            let rel = dir.join(entry.file_name());
+            let meta = match entry.metadata() {
+                Ok(meta) => meta,
+                Err(e) if is_gone(&e) => continue,
+                Err(e) => return Err(classify(format!("cannot stat {}", rel.display()), e)),
+            };
+            if meta.is_dir() {
+                dirs.push(rel);
+            } else if meta.is_file() {
+                found.push(Listed {
+                    path: rel,
+                    size: meta.len(),
+                });
+            }
+        }
+    }
+    Ok(found)
+}
+
 /// The effective user id, for messages about permissions.
 fn effective_uid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.
@@ -369,6 +410,13 @@ impl Remote for LocalRemote {
             Err(e) if is_gone(&e) => Ok(false),
             Err(e) => Err(classify(format!("cannot read back {}", path.display()), e)),
         }
+    }
+
+    async fn list(&self) -> Result<Vec<Listed>, RemoteError> {
+        let root = self.root.clone();
+        tokio::task::spawn_blocking(move || list_tree(&root))
+            .await
+            .map_err(|e| RemoteError::transient(format!("listing task failed: {e}")))?
     }
 
     async fn delete(&self, path: &Path) -> Result<(), RemoteError> {

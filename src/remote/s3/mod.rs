@@ -30,7 +30,7 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use dropslot_actors::fileinfo::ContentHash;
 use dropslot_actors::remote::{
-    confirm_sizes, ContentStream, FileAttributes, PublishItem, Remote, RemoteError, RemoteRef,
+    confirm_sizes, ContentStream, FileAttributes, Listed, PublishItem, Remote, RemoteError, RemoteRef,
     Staged,
 };
 use futures_util::StreamExt;
@@ -727,6 +727,33 @@ impl Remote for S3Remote {
             self.describe_error("cannot read back", path, e)
         })
         .await
+    }
+
+    async fn list(&self) -> Result<Vec<Listed>, RemoteError> {
+        let prefix = (!self.prefix.is_empty()).then(|| Key::from(self.prefix.as_str()));
+        let mut objects = self.store.list(prefix.as_ref());
+        let mut found = Vec::new();
+        while let Some(object) = objects.next().await {
+            let object = object
+                .map_err(|e| self.describe_error("cannot list", Path::new(&self.prefix), e))?;
+            let key = object.location.as_ref();
+            let rel = if self.prefix.is_empty() {
+                key
+            } else {
+                match key
+                    .strip_prefix(self.prefix.as_str())
+                    .and_then(|k| k.strip_prefix('/'))
+                {
+                    Some(rel) => rel,
+                    None => continue,
+                }
+            };
+            found.push(Listed {
+                path: PathBuf::from(rel),
+                size: object.size,
+            });
+        }
+        Ok(found)
     }
 
     async fn delete(&self, path: &Path) -> Result<(), RemoteError> {

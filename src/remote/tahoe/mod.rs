@@ -31,7 +31,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use dropslot_actors::fileinfo::ContentHash;
 use dropslot_actors::remote::{
-    ContentStream, FileAttributes, PublishItem, Remote, RemoteError, RemoteRef, Staged,
+    ContentStream, FileAttributes, Listed, PublishItem, Remote, RemoteError, RemoteRef, Staged,
 };
 use reqwest::{StatusCode, Url};
 use unicode_normalization::UnicodeNormalization;
@@ -599,6 +599,24 @@ impl Remote for TahoeRemote {
 
     async fn discard(&self, _path: &Path, _staged: Staged) {
         // Immutable files cannot be deleted; an unlinked one is unreachable and its leases expire.
+    }
+
+    /// Walks the target's directories with `t=json` listings, one request per directory.
+    async fn list(&self) -> Result<Vec<Listed>, RemoteError> {
+        let mut found = Vec::new();
+        let mut dirs = vec![PathBuf::new()];
+        while let Some(dir) = dirs.pop() {
+            for (name, child) in self.children(&dir).await? {
+                let path = dir.join(&name);
+                if child[0] == "dirnode" {
+                    dirs.push(path);
+                } else if child[0] == "filenode" {
+                    let size = child[1]["size"].as_u64().unwrap_or(0);
+                    found.push(Listed { path, size });
+                }
+            }
+        }
+        Ok(found)
     }
 
     async fn delete(&self, path: &Path) -> Result<(), RemoteError> {

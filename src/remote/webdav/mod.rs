@@ -21,7 +21,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use dropslot_actors::fileinfo::ContentHash;
 use dropslot_actors::remote::{
-    ContentStream, FileAttributes, PublishItem, Remote, RemoteError, RemoteRef, Staged,
+    ContentStream, FileAttributes, Listed, PublishItem, Remote, RemoteError, RemoteRef, Staged,
 };
 use futures_util::StreamExt;
 use reqwest::{Method, StatusCode, Url};
@@ -222,6 +222,95 @@ fn is_collection(multistatus: &str) -> bool {
     rest[..end].contains("collection")
 }
 
+/// One `response` of a PROPFIND answer.
+#[derive(Debug, Default, PartialEq)]
+struct DavEntry {
+    href: String,
+    collection: bool,
+    size: Option<u64>,
+}
+
+/// The responses of a multistatus answer; elements are matched by local name, whatever the
+/// namespace prefix.
+fn parse_multistatus(body: &str) -> Result<Vec<DavEntry>, quick_xml::Error> {
+    use quick_xml::events::Event;
+    let mut reader = quick_xml::Reader::from_str(body);
+    let mut entries = Vec::new();
+    let mut current: Option<DavEntry> = None;
+    let mut element = Vec::new();
+    loop {
+        match reader.read_event()? {
+            Event::Start(e) => {
+                let name = e.local_name().as_ref().to_ascii_lowercase();
+                match name.as_slice() {
+                    b"response" => current = Some(DavEntry::default()),
+                    b"collection" => {
+                        if let Some(c) = current.as_mut() {
+                            c.collection = true
+                        }
+                    }
+                    _ => {}
+                }
+                element = name;
+            }
+            Event::Empty(e) if e.local_name().as_ref().eq_ignore_ascii_case(b"collection") => {
+                if let Some(c) = current.as_mut() {
+                    c.collection = true
+                }
+            }
+            Event::Text(t) => {
+                if let Some(c) = current.as_mut() {
+                    let text = t.decode().map_err(quick_xml::Error::from)?;
+                    match element.as_slice() {
+                        b"href" => c.href.push_str(text.trim()),
+                        b"getcontentlength" => c.size = text.trim().parse().ok(),
+                        _ => {}
+                    }
+                }
+            }
+            // `&amp;` and friends in a name arrive between two pieces of text.
+            Event::GeneralRef(r) => {
+                if let (Some(c), b"href") = (current.as_mut(), element.as_slice()) {
+                    if let Some(ch) = r.resolve_char_ref()? {
+                        c.href.push(ch);
+                    } else {
+                        let name = r.decode().map_err(quick_xml::Error::from)?;
+                        if let Some(s) = quick_xml::escape::resolve_predefined_entity(&name) {
+                            c.href.push_str(s);
+                        }
+                    }
+                }
+            }
+            Event::End(e) => {
+                if e.local_name().as_ref().eq_ignore_ascii_case(b"response") {
+                    entries.extend(current.take());
+                }
+                element.clear();
+            }
+            Event::Eof => return Ok(entries),
+            _ => {}
+        }
+    }
+}
+
+/// The name of a listed `href` (a path or a full URL, percent-encoded) directly inside the
+/// collection at `collection` (a URL path ending in `/`); `None` for the collection itself.
+fn child_name(collection: &str, href: &str) -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let href_path = match Url::parse(href) {
+        Ok(url) => url.path().to_string(),
+        Err(_) => href.to_string(),
+    };
+    let decode = |s: &str| percent_encoding::percent_decode_str(s).collect::<Vec<u8>>();
+    let (collection, href_path) = (decode(collection), decode(&href_path));
+    let rest = href_path.strip_prefix(collection.as_slice())?;
+    let rest = rest.strip_suffix(b"/").unwrap_or(rest);
+    if rest.is_empty() || rest.contains(&b'/') {
+        return None;
+    }
+    Some(PathBuf::from(std::ffi::OsStr::from_bytes(rest)))
+}
+
 #[async_trait]
 impl Remote for WebDavRemote {
     fn describe(&self) -> String {
@@ -343,6 +432,52 @@ impl Remote for WebDavRemote {
         body_matches(response.bytes_stream(), sha256, transport).await
     }
 
+    /// PROPFIND with `Depth: 1` on each collection, from the base down (`Depth: infinity` is
+    /// often refused). Servers may hide some names from listings (nginx hides dot files).
+    async fn list(&self) -> Result<Vec<Listed>, RemoteError> {
+        let mut found = Vec::new();
+        let mut collections = vec![PathBuf::new()];
+        while let Some(dir) = collections.pop() {
+            let url = self.url(&dir, true)?;
+            let context = format!("cannot list {}", url.path());
+            let response = self
+                .request(method("PROPFIND"), url.clone())
+                .header("Depth", "1")
+                .send()
+                .await
+                .map_err(|e| classify_transport(&context, &e, self.base.as_str()))?;
+            let status = response.status();
+            if status == StatusCode::NOT_FOUND && dir.as_os_str().is_empty() {
+                return Ok(found);
+            }
+            if !status.is_success() {
+                return Err(status_error(&context, status));
+            }
+            let body = response
+                .text()
+                .await
+                .map_err(|e| classify_transport(&context, &e, self.base.as_str()))?;
+            let entries = parse_multistatus(&body)
+                .map_err(|e| RemoteError::transient(format!("{context}: unreadable answer: {e}")))?;
+            for entry in entries {
+                // The collection itself is in its own listing.
+                let Some(name) = child_name(url.path(), &entry.href) else {
+                    continue;
+                };
+                let path = dir.join(name);
+                if entry.collection {
+                    collections.push(path);
+                } else {
+                    found.push(Listed {
+                        path,
+                        size: entry.size.unwrap_or(0),
+                    });
+                }
+            }
+        }
+        Ok(found)
+    }
+
     async fn delete(&self, path: &Path) -> Result<(), RemoteError> {
         let context = format!("cannot delete {}", path.display());
         match self
@@ -373,5 +508,47 @@ impl WebDavRemote {
             // linker reads the destination back (`holds`).
             s => Err(status_error(&context, s)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listings_from_nginx_and_apache_give_names_sizes_and_collections() {
+        // nginx-dav-ext: relative hrefs, `D:` prefix, empty resourcetype for files.
+        let nginx = r#"<?xml version="1.0" encoding="utf-8" ?>
+<D:multistatus xmlns:D="DAV:">
+<D:response><D:href>/drops/</D:href><D:propstat><D:prop><D:resourcetype><D:collection/></D:resourcetype></D:prop></D:propstat></D:response>
+<D:response><D:href>/drops/a%20b.txt</D:href><D:propstat><D:prop><D:getcontentlength>12</D:getcontentlength><D:resourcetype></D:resourcetype></D:prop></D:propstat></D:response>
+<D:response><D:href>/drops/d/</D:href><D:propstat><D:prop><D:resourcetype><D:collection/></D:resourcetype></D:prop></D:propstat></D:response>
+</D:multistatus>"#;
+        let entries = parse_multistatus(nginx).unwrap();
+        assert_eq!(entries.len(), 3);
+        let names: Vec<_> = entries
+            .iter()
+            .map(|e| (child_name("/drops/", &e.href), e.collection, e.size))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                (None, true, None),
+                (Some(PathBuf::from("a b.txt")), false, Some(12)),
+                (Some(PathBuf::from("d")), true, None),
+            ]
+        );
+        // Apache mod_dav: full URLs, `lp1:` prefixes, entities in names.
+        let apache = r#"<?xml version="1.0" encoding="utf-8"?>
+<D:multistatus xmlns:D="DAV:" xmlns:ns0="DAV:">
+<D:response xmlns:lp1="DAV:"><D:href>http://h/x/R&amp;D.txt</D:href><D:propstat><D:prop><lp1:resourcetype/><lp1:getcontentlength>7</lp1:getcontentlength></D:prop></D:propstat></D:response>
+</D:multistatus>"#;
+        let entries = parse_multistatus(apache).unwrap();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(
+            child_name("/x/", &entries[0].href),
+            Some(PathBuf::from("R&D.txt"))
+        );
+        assert_eq!((entries[0].collection, entries[0].size), (false, Some(7)));
     }
 }

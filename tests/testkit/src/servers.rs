@@ -281,6 +281,40 @@ impl Server {
         out.status.success().then_some(out.stdout)
     }
 
+    /// A signed request to an S3 server that changes `bucket/key` behind dropslot's back: `PUT`
+    /// with `body`, or `DELETE`. Returns the HTTP status.
+    pub fn s3_change(&self, method: &str, bucket: &str, key: &str, body: Option<&[u8]>) -> String {
+        use sha2::Digest;
+        let payload = body.unwrap_or_default();
+        let digest = sha2::Sha256::digest(payload);
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        let mut cmd = Command::new("curl");
+        cmd.args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--globoff",
+            "-X",
+            method,
+        ])
+        .args(["--aws-sigv4", "aws:amz:us-east-1:s3", "--user", "test:test"])
+        .arg("-H")
+        .arg(format!("x-amz-content-sha256: {hex}"));
+        let file = tempfile::NamedTempFile::new().unwrap();
+        if let Some(body) = body {
+            std::fs::write(file.path(), body).unwrap();
+            // `--upload-file`, not `--data-binary`: a form content type made moto store nothing.
+            cmd.arg("--upload-file").arg(file.path());
+        }
+        let out = cmd
+            .arg(format!("{}/{bucket}/{key}", self.url()))
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// GET `drops/<rel>` from a WebDAV server over HTTP, optionally with basic auth.
     pub fn webdav_get(&self, rel: &str, auth: Option<(&str, &str)>) -> Option<Vec<u8>> {
         let mut cmd = Command::new("curl");
