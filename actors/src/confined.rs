@@ -125,6 +125,101 @@ impl DropRoot {
         Ok(listed)
     }
 
+    /// Removes the regular file `rel` (into `archive`, keeping its relative path, when given)
+    /// only if it is still exactly `expected` (inode, size, mtime, ctime), checked on the parent
+    /// directory's descriptor (reached without links) immediately before the rename or unlink.
+    /// Across file systems the file is copied to a temporary name in the archive, synced,
+    /// renamed into place, and only then unlinked (after checking it once more), so a crash at
+    /// any point leaves the file in the drop folder, in the archive, or both; never neither.
+    /// Doing it again after a crash overwrites the same archive name: one copy, never two.
+    pub fn take_away(
+        &self,
+        rel: &Path,
+        expected: &FileMeta,
+        archive: Option<&Path>,
+    ) -> io::Result<TakeAway> {
+        use rustix::fs::AtFlags;
+        let (Some(name), parent) = (rel.file_name(), rel.parent().unwrap_or(Path::new(""))) else {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "no file name"));
+        };
+        let dir = match self.resolve(
+            parent,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW,
+        ) {
+            Ok(dir) => dir,
+            Err(e) if is_gone(&e) => return Ok(TakeAway::Gone),
+            Err(e) => return Err(e),
+        };
+        let unchanged = || -> io::Result<Option<TakeAway>> {
+            match rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => match kind_of_stat(&st) {
+                    FileKind::Regular(meta) if meta == *expected => Ok(None),
+                    _ => Ok(Some(TakeAway::Changed)),
+                },
+                Err(rustix::io::Errno::NOENT) => Ok(Some(TakeAway::Gone)),
+                Err(e) => Err(e.into()),
+            }
+        };
+        let Some(archive) = archive else {
+            if let Some(not) = unchanged()? {
+                return Ok(not);
+            }
+            rustix::fs::unlinkat(&dir, name, AtFlags::empty())?;
+            return Ok(TakeAway::Done);
+        };
+        let target = archive.join(parent);
+        std::fs::create_dir_all(&target)?;
+        let target_dir = rustix::fs::open(
+            &target,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        if let Some(not) = unchanged()? {
+            return Ok(not);
+        }
+        match rustix::fs::renameat(&dir, name, &target_dir, name) {
+            Ok(()) => {
+                rustix::fs::fsync(&target_dir)?;
+                return Ok(TakeAway::Done);
+            }
+            Err(rustix::io::Errno::XDEV) => {}
+            Err(e) => return Err(e.into()),
+        }
+        // Another file system: copy what was checked (the descriptor, not the name again).
+        let source = rustix::fs::openat(
+            &dir,
+            name,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let mut source = File::from(source);
+        if FileMeta::from_metadata(&source.metadata()?) != *expected {
+            return Ok(TakeAway::Changed);
+        }
+        let mut tmp_name = std::ffi::OsString::from(".dropslot-archiving.");
+        tmp_name.push(name);
+        let tmp = rustix::fs::openat(
+            &target_dir,
+            tmp_name.as_os_str(),
+            OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )?;
+        let mut tmp = File::from(tmp);
+        io::copy(&mut source, &mut tmp)?;
+        tmp.set_permissions(source.metadata()?.permissions())?;
+        tmp.sync_all()?;
+        drop(tmp);
+        rustix::fs::renameat(&target_dir, tmp_name.as_os_str(), &target_dir, name)?;
+        rustix::fs::fsync(&target_dir)?;
+        if let Some(not) = unchanged()? {
+            // Written to while it was copied: the archive holds an older copy that the next
+            // version's action overwrites; the file stays and is published again.
+            return Ok(not);
+        }
+        rustix::fs::unlinkat(&dir, name, AtFlags::empty())?;
+        Ok(TakeAway::Done)
+    }
+
     fn resolve(&self, rel: &Path, flags: OFlags) -> io::Result<OwnedFd> {
         // The root itself, for listing it: "." resolves beneath trivially.
         let rel = if rel.as_os_str().is_empty() {
@@ -166,6 +261,17 @@ impl DropRoot {
         }
         walk_beneath(root, rel, flags, self.one_file_system)
     }
+}
+
+/// What [`DropRoot::take_away`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TakeAway {
+    /// Deleted, or in the archive.
+    Done,
+    /// Not the version expected any more (rewritten, replaced, not a regular file): left alone.
+    Changed,
+    /// Not there.
+    Gone,
 }
 
 /// One entry of [`DropRoot::list_dir`].

@@ -126,6 +126,14 @@ impl Ledger for FailureSignals {
         self.inner.for_each_path_under(dir, f)
     }
 
+    fn after_publish_done(&self, path: &Path, removed: bool) -> Result<(), LedgerError> {
+        self.inner.after_publish_done(path, removed)
+    }
+
+    fn for_each_after_publish(&self, f: &mut dyn FnMut(&Path)) -> Result<(), LedgerError> {
+        self.inner.for_each_after_publish(f)
+    }
+
     fn for_each_failed(&self, f: &mut dyn FnMut(&Path)) -> Result<(), LedgerError> {
         self.inner.for_each_failed(f)
     }
