@@ -375,6 +375,39 @@ mod tests {
         (top, DropRoot::new(drop, false))
     }
 
+    #[test]
+    fn take_away_removes_only_the_expected_version_and_never_through_a_link() {
+        let (top, root) = tree();
+        let archive = top.path().join("archive");
+        let meta = root.regular_meta(Path::new("real/f")).unwrap();
+        // Another version (same size, new mtime): kept.
+        let mut other = meta;
+        other.mtime_ns += 1;
+        let f = Path::new("real/f");
+        assert_eq!(
+            root.take_away(f, &other, Some(&archive)).unwrap(),
+            TakeAway::Changed
+        );
+        assert!(root.path().join("real/f").exists());
+        // A file reached through a link is not the file (refused or not found), never removed.
+        let secret = root.take_away(Path::new("link/secret"), &meta, None);
+        assert!(!matches!(secret, Ok(TakeAway::Done)), "{secret:?}");
+        assert!(top.path().join("outside/secret").exists());
+        // The version published: archived with its relative path, then gone (twice is harmless).
+        assert_eq!(
+            root.take_away(f, &meta, Some(&archive)).unwrap(),
+            TakeAway::Done
+        );
+        assert_eq!(std::fs::read(archive.join("real/f")).unwrap(), b"inside");
+        assert_eq!(root.take_away(f, &meta, None).unwrap(), TakeAway::Gone);
+        // A link in the file's own place is not the file: kept.
+        assert_eq!(
+            root.take_away(Path::new("filelink"), &meta, None).unwrap(),
+            TakeAway::Changed
+        );
+        assert!(root.path().join("filelink").symlink_metadata().is_ok());
+    }
+
     fn check_confinement(root: &DropRoot) {
         let (mut f, meta) = root.open_file(Path::new("real/f")).unwrap();
         let mut s = String::new();

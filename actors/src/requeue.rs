@@ -374,6 +374,12 @@ mod tests {
         ) -> Result<(), LedgerError> {
             Ok(())
         }
+        fn after_publish_done(&self, _: &Path, _: bool) -> Result<(), LedgerError> {
+            Ok(())
+        }
+        fn for_each_after_publish(&self, _: &mut dyn FnMut(&Path)) -> Result<(), LedgerError> {
+            Ok(())
+        }
         fn for_each_failed(&self, _: &mut dyn FnMut(&Path)) -> Result<(), LedgerError> {
             Ok(())
         }
@@ -390,6 +396,7 @@ mod tests {
             },
             sha256: [0; 32],
             remote_ref: String::new(),
+            after_publish: false,
         }]
     }
 
