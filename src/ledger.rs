@@ -465,6 +465,52 @@ mod tests {
     }
 
     #[test]
+    fn an_after_publish_intent_is_recorded_with_the_publish_and_dropped_by_a_newer_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = SqliteLedger::open(&dir.path().join("l.sqlite")).unwrap();
+        let meta = FileMeta {
+            size: 3,
+            mtime_ns: 1,
+            ctime_ns: 2,
+            inode: 4,
+        };
+        let published = |name: &str| PublishedFile {
+            path: PathBuf::from(name),
+            meta,
+            sha256: [7; 32],
+            remote_ref: "r".into(),
+            after_publish: true,
+        };
+        ledger
+            .record_published(&[published("a"), published("b"), published("c")])
+            .unwrap();
+        let intents = || {
+            let mut seen = Vec::new();
+            ledger
+                .for_each_after_publish(&mut |p| seen.push(p.to_path_buf()))
+                .unwrap();
+            seen
+        };
+        assert_eq!(intents().len(), 3);
+        assert!(
+            ledger
+                .lookup(Path::new("a"))
+                .unwrap()
+                .unwrap()
+                .after_publish_pending
+        );
+        // Done: the entry goes with the intent. Changed: only the intent goes.
+        ledger.after_publish_done(Path::new("a"), true).unwrap();
+        assert!(ledger.lookup(Path::new("a")).unwrap().is_none());
+        ledger.after_publish_done(Path::new("b"), false).unwrap();
+        let b = ledger.lookup(Path::new("b")).unwrap().unwrap();
+        assert!(b.is_published_as(&meta) && !b.after_publish_pending);
+        // A newer version starting its upload drops the old version's intent.
+        ledger.record_intent(Path::new("c"), &meta).unwrap();
+        assert!(intents().is_empty());
+    }
+
+    #[test]
     fn paths_under_a_directory_and_failed_paths_come_from_indexes() {
         let dir = tempfile::tempdir().unwrap();
         let ledger = SqliteLedger::open(&dir.path().join("l.sqlite")).unwrap();
