@@ -109,11 +109,24 @@ fn kill_9_between_publish_and_removal_loses_nothing_and_archives_once() {
 
 #[test]
 fn a_file_rewritten_right_after_its_publish_is_kept_and_published_again() {
+    rewritten_after_publish("move");
+}
+
+#[test]
+fn a_file_rewritten_right_after_its_publish_is_not_deleted_and_published_again() {
+    rewritten_after_publish("delete");
+}
+
+/// Each file is rewritten as soon as it is on the remote; with `action` ("move" or "delete") the
+/// latest content of every file must end on the remote (and in the archive, for "move").
+fn rewritten_after_publish(action: &str) {
     let mut env = Env::new();
     let archive = env.dir.path().join("archive");
-    env.set("folder.after_publish", "move")
-        .set("folder.archive_dir", archive.to_str().unwrap())
+    env.set("folder.after_publish", action)
         .log_level("info,dropslot_actors::events=debug");
+    if action == "move" {
+        env.set("folder.archive_dir", archive.to_str().unwrap());
+    }
     let daemon = env.spawn();
     const N: usize = 300;
     let mut files: Vec<(String, Vec<u8>)> = (0..N)
@@ -144,17 +157,45 @@ fn a_file_rewritten_right_after_its_publish_is_kept_and_published_again() {
         });
         std::thread::sleep(Duration::from_micros(200));
     }
-    wait_until("every file archived", Some(&daemon), || {
+    wait_until("every file taken away", Some(&daemon), || {
         count(&env.drop) == 0
-            && files
-                .iter()
-                .all(|(rel, c)| has_content(&archive.join(rel), c))
+            && (action != "move"
+                || files
+                    .iter()
+                    .all(|(rel, c)| has_content(&archive.join(rel), c)))
     });
-    wait_until("every latest version on the remote", Some(&daemon), || {
+    let stale = || -> Vec<String> {
         files
             .iter()
-            .all(|(rel, c)| has_content(&env.target.join(rel), c))
-    });
+            .filter(|(rel, c)| !has_content(&env.target.join(rel), c))
+            .map(|(rel, c)| {
+                let remote = std::fs::read(env.target.join(rel)).unwrap_or_default();
+                format!(
+                    "{rel}: want {:?}, remote {:?}",
+                    String::from_utf8_lossy(c),
+                    String::from_utf8_lossy(&remote)
+                )
+            })
+            .collect()
+    };
+    let start = Instant::now();
+    while !stale().is_empty() && start.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let stale = stale();
+    if !stale.is_empty() {
+        let name = stale[0].split(':').next().unwrap().to_string();
+        let lines: Vec<String> = daemon
+            .log_text()
+            .lines()
+            .filter(|l| l.contains(&name))
+            .map(str::to_string)
+            .collect();
+        panic!(
+            "stale on the remote: {stale:#?}\nlog of {name}:\n{}",
+            lines.join("\n")
+        );
+    }
     let log = daemon.log_text();
     daemon.stop_cleanly();
     let kept = log.matches("changed since it was published: kept").count();
@@ -166,14 +207,16 @@ fn a_file_rewritten_right_after_its_publish_is_kept_and_published_again() {
         kept > 0,
         "no rewrite landed between publish and removal ({rewritten} rewritten)"
     );
-    assert_archived(&env, &archive, &files);
+    if action == "move" {
+        assert_archived(&env, &archive, &files);
+    }
     let publishes = log.matches(r#""message":"published""#).count();
     assert!(
         publishes >= N + kept,
         "{publishes} publishes: each kept file must be published again"
     );
     println!(
-        "FIGURE rewrite: {N} files, {rewritten} rewritten as soon as they were on the remote, {kept} caught by the version check and kept; all {N} archived and on the remote with their latest content ({publishes} publishes for {N} files)"
+        "FIGURE rewrite ({action}): {N} files, {rewritten} rewritten as soon as they were on the remote, {kept} caught by the version check and kept; all {N} taken away, on the remote with their latest content ({publishes} publishes for {N} files)"
     );
 }
 
