@@ -76,6 +76,16 @@ pub fn run(loaded: Loaded, once: bool) -> anyhow::Result<ExitCode> {
         if let Err(e) = remote.reconcile(interrupted).await {
             tracing::warn!("cleaning up interrupted uploads failed: {e}");
         }
+        // After-publish actions a crash interrupted are finished before anything looks at the
+        // drop folder, so the scan sees the outcome and never a half-done state.
+        let (removed, other) = dropslot_actors::after_publish::recover(
+            &*ledger,
+            &settings.drop_root(),
+            &settings.after_publish(),
+        )?;
+        if removed + other > 0 {
+            tracing::info!(removed, other, "finished after-publish actions interrupted by a stop");
+        }
         let pipeline = Pipeline::start(&settings, remote, ledger.clone())?;
         let shutdown_timeout = settings.upload.shutdown_timeout;
         // Ready once the health check ran and the first scan started; the pings that follow are
@@ -382,6 +392,7 @@ pub fn rebuild_ledger(loaded: Loaded) -> anyhow::Result<ExitCode> {
                         meta,
                         sha256,
                         remote_ref,
+                        after_publish: false,
                     });
                     recorded += 1;
                     if held.len() >= 1000 {

@@ -37,6 +37,7 @@ pub struct Settings<R = RemoteConfig> {
     pub snapshot: SnapshotConfig,
     pub upload: UploadConfig,
     pub linker: LinkerConfig,
+    pub folder: FolderConfig,
     pub remote: R,
     pub state: StateConfig,
     pub metrics: MetricsConfig,
@@ -105,6 +106,23 @@ pub struct LinkerConfig {
     pub batch_size: usize,
     #[serde(with = "humantime_serde")]
     pub batch_delay: Duration,
+}
+
+/// The drop folder's own policies (one folder today; per folder once there are several).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FolderConfig {
+    pub after_publish: AfterPublishKind,
+    /// Where `after_publish = "move"` puts published files; outside the drop folder.
+    pub archive_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AfterPublishKind {
+    Keep,
+    Delete,
+    Move,
 }
 
 /// A credential: never printed, not even by `{:?}`.
@@ -317,6 +335,7 @@ impl<R> Settings<R> {
             snapshot: self.snapshot,
             upload: self.upload,
             linker: self.linker,
+            folder: self.folder,
             remote,
             state: self.state,
             metrics: self.metrics,
@@ -403,6 +422,32 @@ impl Settings {
         let snapshots = Forms::of(&self.snapshot_dir());
         let w = watch.describe(&self.watch.path);
         let s = state.describe(&self.state.dir);
+        if let Some(archive) = &self.folder.archive_dir {
+            paths::check_length(archive).map_err(|e| ("folder.archive_dir", e))?;
+            let a = Forms::of(archive);
+            let relation = match a.relation_to(&watch) {
+                Some(Relation::Same) => Some("is the same directory as"),
+                Some(Relation::Inside) => Some("is inside"),
+                Some(Relation::Contains) => Some("contains"),
+                None => None,
+            };
+            if let Some(relation) = relation {
+                return Err((
+                    "folder.archive_dir",
+                    format!(
+                        "{} {relation} the drop folder (watch.path = {w}): archived files would be published again; put the archive outside the drop folder",
+                        a.describe(archive)
+                    ),
+                ));
+            }
+        }
+        if self.folder.after_publish == AfterPublishKind::Move && self.folder.archive_dir.is_none()
+        {
+            return Err((
+                "folder.archive_dir",
+                "folder.after_publish = \"move\" needs an archive directory".to_string(),
+            ));
+        }
         if let KindSettings::Local(local) = &self.remote.kind {
             let remote = Forms::of(&local.path);
             let r = remote.describe(&local.path);
@@ -478,6 +523,16 @@ impl Settings {
     }
 
     /// The drop folder as the pipeline reads it: confined, never through a link.
+    /// `folder.after_publish` with its archive directory made absolute.
+    pub fn after_publish(&self) -> dropslot_actors::after_publish::AfterPublish {
+        use dropslot_actors::after_publish::AfterPublish;
+        match (self.folder.after_publish, &self.folder.archive_dir) {
+            (AfterPublishKind::Delete, _) => AfterPublish::Delete,
+            (AfterPublishKind::Move, Some(dir)) => AfterPublish::Move(absolute(dir)),
+            _ => AfterPublish::Keep,
+        }
+    }
+
     pub fn drop_root(&self) -> dropslot_actors::confined::DropRoot {
         dropslot_actors::confined::DropRoot::new(
             self.watch.path.clone(),

@@ -38,6 +38,11 @@ CREATE TABLE IF NOT EXISTS waiting_for_writer (
     path  BLOB PRIMARY KEY,
     since INTEGER NOT NULL
 ) WITHOUT ROWID;
+-- After-publish actions (delete or move of the local file) recorded with the publish and not
+-- yet finished: a table of its own, so ledgers written before it need no migration.
+CREATE TABLE IF NOT EXISTS after_publish (
+    path BLOB PRIMARY KEY
+) WITHOUT ROWID;
 -- Failed entries are looked up every `upload.retry_failed_after`; a partial index keeps that
 -- proportional to the failures, not to the ledger.
 CREATE INDEX IF NOT EXISTS files_failed ON files(status) WHERE status = 'failed';
@@ -278,7 +283,8 @@ impl Ledger for SqliteLedger {
     fn lookup(&self, path: &Path) -> Result<Option<LedgerEntry>, LedgerError> {
         self.with(|c| {
             c.prepare_cached(
-                "SELECT status, size, mtime_ns, ctime_ns, inode, sha256, remote_ref, uploads, attempts, last_error
+                "SELECT status, size, mtime_ns, ctime_ns, inode, sha256, remote_ref, uploads, attempts, last_error,
+                    EXISTS (SELECT 1 FROM after_publish a WHERE a.path = files.path)
                  FROM files WHERE path = ?1",
             )?
             .query_row([path_bytes(path)], |r| {
@@ -301,6 +307,7 @@ impl Ledger for SqliteLedger {
                     uploads: r.get::<_, i64>(7)? as u64,
                     attempts: r.get(8)?,
                     last_error: r.get(9)?,
+                    after_publish_pending: r.get(10)?,
                 })
             })
             .optional()
@@ -314,8 +321,11 @@ impl Ledger for SqliteLedger {
                 "INSERT INTO files (path, status, size, mtime_ns, ctime_ns, inode) VALUES (?1, 'pending', ?2, ?3, ?4, ?5)
                  ON CONFLICT(path) DO UPDATE SET status = 'pending', size = ?2, mtime_ns = ?3, ctime_ns = ?4, inode = ?5",
             )?
-            .execute(params![path_bytes(path), meta.size as i64, meta.mtime_ns, meta.ctime_ns, meta.inode as i64])
-            .map(drop)
+            .execute(params![path_bytes(path), meta.size as i64, meta.mtime_ns, meta.ctime_ns, meta.inode as i64])?;
+            // A newer version is on its way: the old version's removal no longer applies.
+            c.prepare_cached("DELETE FROM after_publish WHERE path = ?1")?
+                .execute([path_bytes(path)])
+                .map(drop)
         })
     }
 
@@ -334,7 +344,12 @@ impl Ledger for SqliteLedger {
                         inode = ?5, sha256 = ?6, remote_ref = ?7, published_at = ?8, uploads = uploads + 1,
                         attempts = 0, last_error = NULL",
                 )?;
+                let mut intent =
+                    tx.prepare_cached("INSERT OR IGNORE INTO after_publish (path) VALUES (?1)")?;
                 for f in files {
+                    if f.after_publish {
+                        intent.execute([path_bytes(&f.path)])?;
+                    }
                     stmt.execute(params![
                         path_bytes(&f.path),
                         f.meta.size as i64,
@@ -377,9 +392,28 @@ impl Ledger for SqliteLedger {
     fn forget(&self, path: &Path) -> Result<(), LedgerError> {
         self.with(|c| {
             c.prepare_cached("DELETE FROM files WHERE path = ?1")?
+                .execute([path_bytes(path)])?;
+            c.prepare_cached("DELETE FROM after_publish WHERE path = ?1")?
                 .execute([path_bytes(path)])
                 .map(drop)
         })
+    }
+
+    fn after_publish_done(&self, path: &Path, removed: bool) -> Result<(), LedgerError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            if removed {
+                tx.prepare_cached("DELETE FROM files WHERE path = ?1")?
+                    .execute([path_bytes(path)])?;
+            }
+            tx.prepare_cached("DELETE FROM after_publish WHERE path = ?1")?
+                .execute([path_bytes(path)])?;
+            tx.commit()
+        })
+    }
+
+    fn for_each_after_publish(&self, f: &mut dyn FnMut(&Path)) -> Result<(), LedgerError> {
+        self.for_each_row("SELECT path FROM after_publish", &[], f)
     }
 
     fn set_waiting_for_writer(&self, path: &Path, waiting: bool) -> Result<(), LedgerError> {
@@ -503,6 +537,7 @@ mod tests {
             meta,
             sha256: [7; 32],
             remote_ref: "r".into(),
+            after_publish: false,
         };
         ledger
             .record_published(std::slice::from_ref(&file))
@@ -523,6 +558,52 @@ mod tests {
         assert_eq!(report.failures[0].error, "boom");
         ledger.forget(&path).unwrap();
         assert!(ledger.lookup(&path).unwrap().is_none());
+    }
+
+    #[test]
+    fn an_after_publish_intent_is_recorded_with_the_publish_and_dropped_by_a_newer_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = SqliteLedger::open(&dir.path().join("l.sqlite")).unwrap();
+        let meta = FileMeta {
+            size: 3,
+            mtime_ns: 1,
+            ctime_ns: 2,
+            inode: 4,
+        };
+        let published = |name: &str| PublishedFile {
+            path: PathBuf::from(name),
+            meta,
+            sha256: [7; 32],
+            remote_ref: "r".into(),
+            after_publish: true,
+        };
+        ledger
+            .record_published(&[published("a"), published("b"), published("c")])
+            .unwrap();
+        let intents = || {
+            let mut seen = Vec::new();
+            ledger
+                .for_each_after_publish(&mut |p| seen.push(p.to_path_buf()))
+                .unwrap();
+            seen
+        };
+        assert_eq!(intents().len(), 3);
+        assert!(
+            ledger
+                .lookup(Path::new("a"))
+                .unwrap()
+                .unwrap()
+                .after_publish_pending
+        );
+        // Done: the entry goes with the intent. Changed: only the intent goes.
+        ledger.after_publish_done(Path::new("a"), true).unwrap();
+        assert!(ledger.lookup(Path::new("a")).unwrap().is_none());
+        ledger.after_publish_done(Path::new("b"), false).unwrap();
+        let b = ledger.lookup(Path::new("b")).unwrap().unwrap();
+        assert!(b.is_published_as(&meta) && !b.after_publish_pending);
+        // A newer version starting its upload drops the old version's intent.
+        ledger.record_intent(Path::new("c"), &meta).unwrap();
+        assert!(intents().is_empty());
     }
 
     #[test]

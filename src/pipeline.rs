@@ -78,6 +78,8 @@ impl Pipeline {
                 batch_delay: settings.linker.batch_delay,
                 retry: retry.clone(),
                 log_interval,
+                after_publish: settings.after_publish(),
+                root: settings.drop_root(),
             },
             remote.clone(),
             linker_ledger,

@@ -125,6 +125,148 @@ impl DropRoot {
         Ok(listed)
     }
 
+    /// Removes the regular file `rel` (into `archive`, keeping its relative path, when given)
+    /// only if it is still exactly `expected` (inode, size, mtime, ctime), checked on a
+    /// descriptor of the file opened through its directory (reached without links) immediately
+    /// before the rename or unlink. The check and the unlink are two system calls: a write that
+    /// lands between them shows on the descriptor afterwards (size or mtime), and the file is
+    /// then put back (renamed back, or written back from the descriptor) and reported changed.
+    /// Across file systems the file is copied to a temporary name in the archive, synced,
+    /// renamed into place, and only then unlinked, so a crash at any point leaves the file in the
+    /// drop folder, in the archive, or both; never neither. Doing it again after a crash
+    /// overwrites the same archive name: one copy, never two.
+    pub fn take_away(
+        &self,
+        rel: &Path,
+        expected: &FileMeta,
+        archive: Option<&Path>,
+    ) -> io::Result<TakeAway> {
+        use rustix::fs::AtFlags;
+        let (Some(name), parent) = (rel.file_name(), rel.parent().unwrap_or(Path::new(""))) else {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "no file name"));
+        };
+        let dir = match self.resolve(
+            parent,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW,
+        ) {
+            Ok(dir) => dir,
+            Err(e) if is_gone(&e) => return Ok(TakeAway::Gone),
+            Err(e) => return Err(e),
+        };
+        let target_dir = match archive {
+            Some(archive) => {
+                let target = archive.join(parent);
+                std::fs::create_dir_all(&target)?;
+                Some(rustix::fs::open(
+                    &target,
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )?)
+            }
+            None => None,
+        };
+        // The descriptor is the file checked: what happens to it after the unlink or rename
+        // is seen on it, whatever the name now points to.
+        let source = match rustix::fs::openat(
+            &dir,
+            name,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => File::from(fd),
+            Err(rustix::io::Errno::NOENT) => return Ok(TakeAway::Gone),
+            // A link (ELOOP), a FIFO without writer (ENXIO) and the like: not the file.
+            Err(_) => return Ok(TakeAway::Changed),
+        };
+        let unchanged = |file: &File| -> io::Result<bool> {
+            let meta = file.metadata()?;
+            Ok(meta.is_file() && FileMeta::from_metadata(&meta) == *expected)
+        };
+        // Unlinking or renaming changes the ctime: after it, size and mtime tell a write.
+        let written_since = |file: &File| -> io::Result<bool> {
+            let now = FileMeta::from_metadata(&file.metadata()?);
+            Ok(now.size != expected.size || now.mtime_ns != expected.mtime_ns)
+        };
+        // A read lease makes a writer's open wait until it is released, and tells us it came.
+        let lease = match Lease::take(&source) {
+            Err(()) => return Ok(TakeAway::Changed), // open for writing right now
+            Ok(lease) => lease,
+        };
+        if !unchanged(&source)? {
+            return Ok(TakeAway::Changed);
+        }
+        let Some(target_dir) = target_dir else {
+            rustix::fs::unlinkat(&dir, name, AtFlags::empty())?;
+            let writer_came = lease.release();
+            if writer_came || written_since(&source)? {
+                if writer_came {
+                    wait_for_writer(&source);
+                }
+                write_back(&dir, name, &source)?;
+                return Ok(TakeAway::Changed);
+            }
+            rustix::fs::fsync(&dir)?;
+            return Ok(TakeAway::Done);
+        };
+        match rustix::fs::renameat(&dir, name, &target_dir, name) {
+            Ok(()) => {
+                // What was renamed is the file checked (not one renamed over its name since)?
+                let moved = rustix::fs::statat(&target_dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
+                #[allow(clippy::unnecessary_cast)]
+                let same = moved.st_ino as u64 == expected.inode;
+                if !same || lease.broken() || written_since(&source)? {
+                    rustix::fs::renameat_with(
+                        &target_dir,
+                        name,
+                        &dir,
+                        name,
+                        rustix::fs::RenameFlags::NOREPLACE,
+                    )?;
+                    return Ok(TakeAway::Changed);
+                }
+                rustix::fs::fsync(&target_dir)?;
+                rustix::fs::fsync(&dir)?;
+                return Ok(TakeAway::Done);
+            }
+            Err(rustix::io::Errno::XDEV) => {}
+            Err(e) => return Err(e.into()),
+        }
+        // Another file system: copy what was checked (the descriptor, not the name again).
+        let mut tmp_name = std::ffi::OsString::from(".dropslot-archiving.");
+        tmp_name.push(name);
+        let tmp = rustix::fs::openat(
+            &target_dir,
+            tmp_name.as_os_str(),
+            OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )?;
+        let mut tmp = File::from(tmp);
+        io::copy(&mut &source, &mut tmp)?;
+        tmp.set_permissions(source.metadata()?.permissions())?;
+        tmp.sync_all()?;
+        drop(tmp);
+        rustix::fs::renameat(&target_dir, tmp_name.as_os_str(), &target_dir, name)?;
+        rustix::fs::fsync(&target_dir)?;
+        // Still the same file under the name, unchanged by the copy's time?
+        match rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) if kind_of_stat(&st) == FileKind::Regular(*expected) && !lease.broken() => {}
+            // Written to while it was copied: the archive holds an older copy that the next
+            // version's action overwrites; the file stays and is published again.
+            _ => return Ok(TakeAway::Changed),
+        }
+        rustix::fs::unlinkat(&dir, name, AtFlags::empty())?;
+        let writer_came = lease.release();
+        if writer_came || written_since(&source)? {
+            if writer_came {
+                wait_for_writer(&source);
+            }
+            write_back(&dir, name, &source)?;
+            return Ok(TakeAway::Changed);
+        }
+        rustix::fs::fsync(&dir)?;
+        Ok(TakeAway::Done)
+    }
+
     fn resolve(&self, rel: &Path, flags: OFlags) -> io::Result<OwnedFd> {
         // The root itself, for listing it: "." resolves beneath trivially.
         let rel = if rel.as_os_str().is_empty() {
@@ -166,6 +308,109 @@ impl DropRoot {
         }
         walk_beneath(root, rel, flags, self.one_file_system)
     }
+}
+
+/// A read lease on a file dropslot is about to remove: while it is held, another process's open
+/// for writing (or truncation) waits for its release, and [`Lease::broken`] says one came.
+/// Without lease rights (not the owner, no `CAP_LEASE`) it is a no-op that never breaks, and the
+/// size and mtime checks are all there is.
+struct Lease<'a> {
+    file: Option<&'a File>,
+}
+
+impl<'a> Lease<'a> {
+    /// `Err` when the file is open for writing right now.
+    fn take(file: &'a File) -> Result<Self, ()> {
+        match crate::fileinfo::has_writers_keeping_lease(file) {
+            Some(true) => Err(()),
+            Some(false) => Ok(Lease { file: Some(file) }),
+            None => Ok(Lease { file: None }),
+        }
+    }
+
+    /// A writer tried to open the file since the lease was taken.
+    fn broken(&self) -> bool {
+        use std::os::fd::AsRawFd;
+        self.file.is_some_and(|f| {
+            // SAFETY: fcntl on a descriptor we own.
+            unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GETLEASE) != libc::F_RDLCK }
+        })
+    }
+
+    /// Releases the lease; returns whether a writer was waiting for it.
+    fn release(mut self) -> bool {
+        let broken = self.broken();
+        self.unlock();
+        broken
+    }
+
+    fn unlock(&mut self) {
+        use std::os::fd::AsRawFd;
+        if let Some(f) = self.file.take() {
+            // SAFETY: fcntl on a descriptor we own.
+            unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETLEASE, libc::F_UNLCK) };
+        }
+    }
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        self.unlock();
+    }
+}
+
+/// After a writer was let through on a file just unlinked: waits (at most 30 s) until it has
+/// opened and closed it again, so what is written back is what it wrote.
+fn wait_for_writer(file: &File) {
+    let start = std::time::Instant::now();
+    let mut seen = false;
+    while start.elapsed() < std::time::Duration::from_secs(30) {
+        match crate::fileinfo::has_writers(file) {
+            Some(true) => seen = true,
+            Some(false) if seen || start.elapsed() > std::time::Duration::from_secs(1) => return,
+            None => return,
+            _ => {}
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
+/// Puts the content of `source` (a file unlinked a moment ago, written to meanwhile) back under
+/// `name`, unless a new file took the name already (that one is the newer version).
+fn write_back(dir: &OwnedFd, name: &std::ffi::OsStr, source: &File) -> io::Result<()> {
+    use std::io::{Seek, SeekFrom};
+    let fd = match rustix::fs::openat(
+        dir,
+        name,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    ) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::EXIST) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut restored = File::from(fd);
+    let mut from = source;
+    from.seek(SeekFrom::Start(0))?;
+    io::copy(&mut from, &mut restored)?;
+    restored.set_permissions(source.metadata()?.permissions())?;
+    restored.sync_all()?;
+    tracing::warn!(
+        name = %Path::new(name).display(),
+        "written to while it was being removed after its publish: put back, to be published again"
+    );
+    Ok(())
+}
+
+/// What [`DropRoot::take_away`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TakeAway {
+    /// Deleted, or in the archive.
+    Done,
+    /// Not the version expected any more (rewritten, replaced, not a regular file): left alone.
+    Changed,
+    /// Not there.
+    Gone,
 }
 
 /// One entry of [`DropRoot::list_dir`].
@@ -267,6 +512,39 @@ mod tests {
         std::os::unix::fs::symlink(top.path().join("outside/secret"), drop.join("filelink"))
             .unwrap();
         (top, DropRoot::new(drop, false))
+    }
+
+    #[test]
+    fn take_away_removes_only_the_expected_version_and_never_through_a_link() {
+        let (top, root) = tree();
+        let archive = top.path().join("archive");
+        let meta = root.regular_meta(Path::new("real/f")).unwrap();
+        // Another version (same size, new mtime): kept.
+        let mut other = meta;
+        other.mtime_ns += 1;
+        let f = Path::new("real/f");
+        assert_eq!(
+            root.take_away(f, &other, Some(&archive)).unwrap(),
+            TakeAway::Changed
+        );
+        assert!(root.path().join("real/f").exists());
+        // A file reached through a link is not the file (refused or not found), never removed.
+        let secret = root.take_away(Path::new("link/secret"), &meta, None);
+        assert!(!matches!(secret, Ok(TakeAway::Done)), "{secret:?}");
+        assert!(top.path().join("outside/secret").exists());
+        // The version published: archived with its relative path, then gone (twice is harmless).
+        assert_eq!(
+            root.take_away(f, &meta, Some(&archive)).unwrap(),
+            TakeAway::Done
+        );
+        assert_eq!(std::fs::read(archive.join("real/f")).unwrap(), b"inside");
+        assert_eq!(root.take_away(f, &meta, None).unwrap(), TakeAway::Gone);
+        // A link in the file's own place is not the file: kept.
+        assert_eq!(
+            root.take_away(Path::new("filelink"), &meta, None).unwrap(),
+            TakeAway::Changed
+        );
+        assert!(root.path().join("filelink").symlink_metadata().is_ok());
     }
 
     fn check_confinement(root: &DropRoot) {

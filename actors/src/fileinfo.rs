@@ -115,6 +115,19 @@ pub fn not_regular() -> io::Error {
 /// exactly when the file is open for writing anywhere. The lease is dropped at once; it needs
 /// ownership of the file or `CAP_LEASE` (otherwise `EACCES`, and the answer is `None`).
 pub fn has_writers(file: &File) -> Option<bool> {
+    let answer = has_writers_keeping_lease(file);
+    if answer == Some(false) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: fcntl on a file descriptor we own; F_SETLEASE takes an int argument.
+        unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLEASE, libc::F_UNLCK) };
+    }
+    answer
+}
+
+/// [`has_writers`], keeping the read lease when it answers `Some(false)`: the caller releases it
+/// (`F_SETLEASE`, `F_UNLCK`, or closing the descriptor). A writer's open meanwhile waits for that
+/// (at most `/proc/sys/fs/lease-break-time`), so the caller must be quick.
+pub fn has_writers_keeping_lease(file: &File) -> Option<bool> {
     use std::os::fd::AsRawFd;
     // A writer opening the file while we hold the lease makes the kernel send SIGIO, whose
     // default action ends the process; the lease is released right away, so ignore it.
@@ -126,8 +139,6 @@ pub fn has_writers(file: &File) -> Option<bool> {
     let fd = file.as_raw_fd();
     // SAFETY: fcntl on a file descriptor we own; F_SETLEASE takes an int argument.
     if unsafe { libc::fcntl(fd, libc::F_SETLEASE, libc::F_RDLCK) } == 0 {
-        // SAFETY: as above.
-        unsafe { libc::fcntl(fd, libc::F_SETLEASE, libc::F_UNLCK) };
         return Some(false);
     }
     match io::Error::last_os_error().raw_os_error() {

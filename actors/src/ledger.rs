@@ -35,6 +35,9 @@ pub struct LedgerEntry {
     pub uploads: u64,
     pub attempts: u32,
     pub last_error: Option<String>,
+    /// Published with an after-publish action (delete or move) not yet finished: the file's
+    /// disappearance is dropslot's own doing and never becomes a remote delete.
+    pub after_publish_pending: bool,
 }
 
 impl LedgerEntry {
@@ -51,6 +54,8 @@ pub struct PublishedFile {
     pub meta: FileMeta,
     pub sha256: ContentHash,
     pub remote_ref: String,
+    /// Record, in the same transaction, the intent to delete or archive the local file.
+    pub after_publish: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +96,15 @@ pub trait Ledger: Send + Sync + 'static {
     /// Calls `f` with every path whose last upload or delete failed. Must not read the whole
     /// ledger: it is asked every `upload.retry_failed_after`.
     fn for_each_failed(&self, f: &mut dyn FnMut(&Path)) -> Result<(), LedgerError>;
+
+    /// The after-publish action of `path` is over: `removed` forgets the entry (the file left
+    /// the drop folder; the remote copy stays), otherwise only the intent is dropped.
+    /// `record_intent` and `forget` drop the intent too (a newer version is on its way).
+    fn after_publish_done(&self, path: &Path, removed: bool) -> Result<(), LedgerError>;
+
+    /// Calls `f` with every path whose after-publish action was intended and not finished
+    /// (a crash came in between), for the start-up to finish them.
+    fn for_each_after_publish(&self, f: &mut dyn FnMut(&Path)) -> Result<(), LedgerError>;
 }
 
 /// How a ledger write that failed is tried again: soon, then every few seconds, until it works.
@@ -189,6 +203,16 @@ impl LedgerHandle {
         );
         self.write(&what, path, move |ledger| ledger.forget(&owned))
             .await
+    }
+
+    /// See [`Ledger::after_publish_done`].
+    pub async fn after_publish_done(&self, path: &Path, removed: bool) {
+        let owned = path.to_path_buf();
+        let what = format!("the after-publish action on {}", path.display());
+        self.write(&what, path, move |ledger| {
+            ledger.after_publish_done(&owned, removed)
+        })
+        .await
     }
 
     /// See [`Ledger::set_waiting_for_writer`].
@@ -345,6 +369,12 @@ mod tests {
             _: &Path,
             _: &mut dyn FnMut(&Path),
         ) -> Result<(), LedgerError> {
+            Ok(())
+        }
+        fn after_publish_done(&self, path: &Path, _: bool) -> Result<(), LedgerError> {
+            self.write(path)
+        }
+        fn for_each_after_publish(&self, _: &mut dyn FnMut(&Path)) -> Result<(), LedgerError> {
             Ok(())
         }
         fn for_each_failed(&self, f: &mut dyn FnMut(&Path)) -> Result<(), LedgerError> {

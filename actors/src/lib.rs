@@ -10,6 +10,7 @@
 //! watcher → debouncer → stability checker → (snapshot copier) → upload slots → directory linker.
 //! Files whose retries ran out re-enter at the debouncer ([`requeue`]).
 
+pub mod after_publish;
 pub mod bandwidth;
 pub mod confined;
 pub mod debouncer;

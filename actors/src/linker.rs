@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
+use crate::after_publish::AfterPublish;
+use crate::confined::{DropRoot, TakeAway};
 use crate::events::{
     Cadence, DeletedFromRemote, FailedStep, FilePublished, InternalEvent, RetryScheduled,
     UploadFailed,
@@ -32,6 +34,9 @@ pub struct LinkerSettings {
     pub batch_delay: Duration,
     pub retry: RetryPolicy,
     pub log_interval: Duration,
+    /// What happens to a local file once it is published (see [`crate::after_publish`]).
+    pub after_publish: AfterPublish,
+    pub root: DropRoot,
 }
 
 enum Change {
@@ -221,6 +226,7 @@ async fn publish_run(shared: &Shared, run: Vec<Publish>) {
                     meta: p.meta,
                     sha256: p.sha256,
                     remote_ref: remote_ref.0,
+                    after_publish: shared.settings.after_publish.acts(),
                 }),
                 Err(e) if e.is_transient() => {
                     transient.push((p.path.clone(), e));
@@ -289,9 +295,61 @@ async fn publish_run(shared: &Shared, run: Vec<Publish>) {
     // The files are on the remote already: the ledger's write policy waits for a ledger that
     // cannot be written (a full state disk) rather than skipping the record, which would leave
     // them to be sent again at the next start. The directory's next batch waits meanwhile.
+    let acting: Vec<(PathBuf, crate::fileinfo::FileMeta)> = published
+        .iter()
+        .filter(|f| f.after_publish)
+        .map(|f| (f.path.clone(), f.meta))
+        .collect();
     shared.ledger.record_outcome(published, failed).await;
+    // Only now, with the publish and the intent durable, may the local file go; the paths are
+    // still marked as linking, so events the removal causes wait until the ledger knows.
+    take_away(shared, acting).await;
     for path in done {
         shared.tracker.complete(&path);
+    }
+}
+
+/// Step 2 and 3 of the after-publish action for a batch: one blocking task for the file system,
+/// then one ledger write per file.
+async fn take_away(shared: &Shared, files: Vec<(PathBuf, crate::fileinfo::FileMeta)>) {
+    if files.is_empty() {
+        return;
+    }
+    let (root, action) = (
+        shared.settings.root.clone(),
+        shared.settings.after_publish.clone(),
+    );
+    let outcomes = tokio::task::spawn_blocking(move || {
+        files
+            .into_iter()
+            .map(|(path, meta)| {
+                let outcome = action.take_away(&root, &path, &meta);
+                (path, outcome)
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_default();
+    for (path, outcome) in outcomes {
+        // Gone while running: someone else removed it, which is theirs to propagate (a rescan
+        // finds it missing once the intent is dropped).
+        let removed = match outcome {
+            Ok(TakeAway::Done) => {
+                tracing::info!(path = %path.display(), action = ?shared.settings.after_publish, "after-publish action done");
+                true
+            }
+            Ok(TakeAway::Changed) => {
+                tracing::info!(path = %path.display(), "changed since it was published: kept, and published again");
+                false
+            }
+            Ok(TakeAway::Gone) => false,
+            Err(e) => {
+                shared.stats.error();
+                tracing::warn!(path = %path.display(), "after-publish action failed: {e}; the file is kept");
+                false
+            }
+        };
+        shared.ledger.after_publish_done(&path, removed).await;
     }
 }
 

@@ -126,6 +126,14 @@ impl Ledger for FailureSignals {
         self.inner.for_each_path_under(dir, f)
     }
 
+    fn after_publish_done(&self, path: &Path, removed: bool) -> Result<(), LedgerError> {
+        self.inner.after_publish_done(path, removed)
+    }
+
+    fn for_each_after_publish(&self, f: &mut dyn FnMut(&Path)) -> Result<(), LedgerError> {
+        self.inner.for_each_after_publish(f)
+    }
+
     fn for_each_failed(&self, f: &mut dyn FnMut(&Path)) -> Result<(), LedgerError> {
         self.inner.for_each_failed(f)
     }
@@ -366,6 +374,12 @@ mod tests {
         ) -> Result<(), LedgerError> {
             Ok(())
         }
+        fn after_publish_done(&self, _: &Path, _: bool) -> Result<(), LedgerError> {
+            Ok(())
+        }
+        fn for_each_after_publish(&self, _: &mut dyn FnMut(&Path)) -> Result<(), LedgerError> {
+            Ok(())
+        }
         fn for_each_failed(&self, _: &mut dyn FnMut(&Path)) -> Result<(), LedgerError> {
             Ok(())
         }
@@ -382,6 +396,7 @@ mod tests {
             },
             sha256: [0; 32],
             remote_ref: String::new(),
+            after_publish: false,
         }]
     }
 

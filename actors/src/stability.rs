@@ -197,6 +197,11 @@ impl StabilityChecker {
                     }
                     _ => e.status,
                 };
+                // Removed by the after-publish action (or about to be): ours, not a delete.
+                if entry.as_ref().is_some_and(|e| e.after_publish_pending) {
+                    self.tracker.complete(path);
+                    return;
+                }
                 match entry.map(with_copy).or(watched.ledger_status) {
                     Some(EntryStatus::Published)
                         if self.settings.on_delete == DeletePolicy::Delete
