@@ -488,6 +488,7 @@ mod tests {
             meta,
             sha256: [1; 32],
             remote_ref: name.into(),
+            after_publish: false,
         };
         ledger
             .record_published(&[published("a"), published("b")])
