@@ -195,7 +195,8 @@ impl DropRoot {
         if !unchanged(&source)? {
             return Ok(TakeAway::Changed);
         }
-        let Some(target_dir) = target_dir else {
+        // Unlinks the name, then puts the file back from its descriptor if a writer came anyway.
+        let unlink_unless_written = |lease: Lease| -> io::Result<TakeAway> {
             rustix::fs::unlinkat(&dir, name, AtFlags::empty())?;
             let writer_came = lease.release();
             if writer_came || written_since(&source)? {
@@ -206,7 +207,10 @@ impl DropRoot {
                 return Ok(TakeAway::Changed);
             }
             rustix::fs::fsync(&dir)?;
-            return Ok(TakeAway::Done);
+            Ok(TakeAway::Done)
+        };
+        let Some(target_dir) = target_dir else {
+            return unlink_unless_written(lease);
         };
         match rustix::fs::renameat(&dir, name, &target_dir, name) {
             Ok(()) => {
@@ -254,17 +258,7 @@ impl DropRoot {
             // version's action overwrites; the file stays and is published again.
             _ => return Ok(TakeAway::Changed),
         }
-        rustix::fs::unlinkat(&dir, name, AtFlags::empty())?;
-        let writer_came = lease.release();
-        if writer_came || written_since(&source)? {
-            if writer_came {
-                wait_for_writer(&source);
-            }
-            write_back(&dir, name, &source)?;
-            return Ok(TakeAway::Changed);
-        }
-        rustix::fs::fsync(&dir)?;
-        Ok(TakeAway::Done)
+        unlink_unless_written(lease)
     }
 
     fn resolve(&self, rel: &Path, flags: OFlags) -> io::Result<OwnedFd> {
