@@ -301,19 +301,23 @@ impl LedgerHandle {
     }
 }
 
+/// The one stand-in for the SQLite ledger (which lives in the `dropslot` crate) in this crate's
+/// unit tests.
 #[cfg(test)]
-mod tests {
+pub(crate) mod fake {
+    use std::path::{Path, PathBuf};
     use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
     use std::sync::Mutex;
 
-    use super::*;
+    use super::{Ledger, LedgerEntry, LedgerError, PublishedFile};
+    use crate::fileinfo::FileMeta;
 
     /// Stands in for the SQLite ledger (in the `dropslot` crate): writes fail while `full` is
     /// above zero, like a full state disk, and the failures recorded are kept.
     #[derive(Default)]
-    struct FullDisk {
-        full: AtomicU32,
-        failures: Mutex<Vec<(PathBuf, String, u32)>>,
+    pub(crate) struct FullDisk {
+        pub(crate) full: AtomicU32,
+        pub(crate) failures: Mutex<Vec<(PathBuf, String, u32)>>,
     }
 
     impl FullDisk {
@@ -386,6 +390,14 @@ mod tests {
             Ok(())
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering::Relaxed;
+
+    use super::fake::FullDisk;
+    use super::*;
 
     #[tokio::test]
     async fn a_failed_write_is_retried_until_it_works_and_each_retry_is_counted() {

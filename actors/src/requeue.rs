@@ -337,53 +337,7 @@ impl StreamHandler<bool> for Requeue {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Stands in for the SQLite ledger, which lives in the `dropslot` crate: these tests are
-    /// about what [`FailureSignals`] notices, not about storage.
-    struct NoStorage;
-
-    impl Ledger for NoStorage {
-        fn lookup(&self, _: &Path) -> Result<Option<LedgerEntry>, LedgerError> {
-            Ok(None)
-        }
-        fn record_intent(&self, _: &Path, _: &FileMeta) -> Result<(), LedgerError> {
-            Ok(())
-        }
-        fn record_published(&self, _: &[PublishedFile]) -> Result<(), LedgerError> {
-            Ok(())
-        }
-        fn record_unchanged(&self, _: &Path, _: &FileMeta) -> Result<(), LedgerError> {
-            Ok(())
-        }
-        fn record_failure(&self, _: &Path, _: &str, _: u32) -> Result<(), LedgerError> {
-            Ok(())
-        }
-        fn forget(&self, _: &Path) -> Result<(), LedgerError> {
-            Ok(())
-        }
-        fn set_waiting_for_writer(&self, _: &Path, _: bool) -> Result<(), LedgerError> {
-            Ok(())
-        }
-        fn for_each_path(&self, _: &mut dyn FnMut(&Path)) -> Result<(), LedgerError> {
-            Ok(())
-        }
-        fn for_each_path_under(
-            &self,
-            _: &Path,
-            _: &mut dyn FnMut(&Path),
-        ) -> Result<(), LedgerError> {
-            Ok(())
-        }
-        fn after_publish_done(&self, _: &Path, _: bool) -> Result<(), LedgerError> {
-            Ok(())
-        }
-        fn for_each_after_publish(&self, _: &mut dyn FnMut(&Path)) -> Result<(), LedgerError> {
-            Ok(())
-        }
-        fn for_each_failed(&self, _: &mut dyn FnMut(&Path)) -> Result<(), LedgerError> {
-            Ok(())
-        }
-    }
+    use crate::ledger::fake::FullDisk;
 
     fn published() -> Vec<PublishedFile> {
         vec![PublishedFile {
@@ -407,7 +361,7 @@ mod tests {
             max: Duration::from_millis(20),
             max_attempts: 3,
         };
-        let signals = FailureSignals::new(Arc::new(NoStorage), &retry);
+        let signals = FailureSignals::new(Arc::new(FullDisk::default()), &retry);
         let mut outages = signals.remote_down.subscribe();
         // The outage signal went up and came down again since the last look.
         let mut signalled = || {
