@@ -121,8 +121,11 @@ pub trait Remote: Send + Sync + 'static {
     async fn check(&self) -> Result<(), RemoteError>;
 
     /// Removes what interrupted uploads of these paths left behind (called once at start-up
-    /// with the ledger's pending entries).
-    async fn reconcile(&self, interrupted: Vec<PathBuf>) -> Result<(), RemoteError>;
+    /// with the ledger's pending entries). Nothing, for a kind whose interrupted uploads leave
+    /// nothing a reader could see or that costs anything to keep.
+    async fn reconcile(&self, _interrupted: Vec<PathBuf>) -> Result<(), RemoteError> {
+        Ok(())
+    }
 
     /// Stores `content` (exactly `size` bytes) invisibly, ready to be published as `path`, with
     /// whatever of `attributes` this kind keeps.

@@ -17,6 +17,10 @@
 //! multipart upload) is kept until then. Mode and modification time travel as object metadata
 //! the way rclone writes them: `x-amz-meta-mtime` (seconds since the epoch with a fraction) and
 //! `x-amz-meta-mode` (octal, with the regular-file type bits, e.g. `100644`).
+//!
+//! Nothing to reconcile at start-up: small files were only in memory, and parts of multipart
+//! uploads cut off by a crash cannot be listed through object_store (a bucket lifecycle rule,
+//! AbortIncompleteMultipartUpload, removes them; docs/configuration.md says so).
 
 mod config;
 pub use config::S3Config;
@@ -635,12 +639,6 @@ impl Remote for S3Remote {
         super::silent_check(self).await
     }
 
-    async fn reconcile(&self, _interrupted: Vec<PathBuf>) -> Result<(), RemoteError> {
-        // Small files were only in memory. Parts of multipart uploads cut off by a crash cannot
-        // be listed through object_store; a bucket lifecycle rule (AbortIncompleteMultipartUpload)
-        // removes them. docs/configuration.md says so.
-        Ok(())
-    }
 
     async fn stage(
         &self,

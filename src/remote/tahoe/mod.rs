@@ -20,6 +20,9 @@
 //! Caps are secrets: URLs containing them never reach an error message (reqwest errors are
 //! stripped of their URL) and the write-cap is redacted from any text the gateway returns
 //! ([`super::redacted`]).
+//!
+//! Nothing to reconcile at start-up: an interrupted upload left at most an unlinked immutable
+//! file, which nothing reads and whose leases expire.
 
 mod config;
 pub use config::TahoeConfig;
@@ -483,11 +486,6 @@ impl Remote for TahoeRemote {
         super::silent_check(self).await
     }
 
-    async fn reconcile(&self, _interrupted: Vec<PathBuf>) -> Result<(), RemoteError> {
-        // An interrupted upload left at most an unlinked immutable file, which nothing reads
-        // and whose leases expire: nothing to clean up.
-        Ok(())
-    }
 
     async fn stage(
         &self,
